@@ -1,0 +1,56 @@
+# wick's front door. `make demo` sets up and shows speech to text on a real clip;
+# `make test` runs every test the way CI does. Both install missing system packages on
+# Debian/Ubuntu (apt-get, with sudo when not root) and fetch the small `test` model set.
+
+CARGO      ?= cargo
+SHARED     ?= $(CURDIR)/../shared
+MODELS_DIR ?= $(CURDIR)/target/test-models
+WICK       := $(CURDIR)/target/release/wick
+DEMO_CLIP  ?= $(SHARED)/speech/dev/ps_librivox_ss01_0870.wav
+
+# Debian/Ubuntu packages the build and the model fetcher need.
+APT_PACKAGES := build-essential pkg-config python3 python3-pip ca-certificates
+
+export WICK_TEST_MODELS := $(MODELS_DIR)
+export WICK_SHARED      := $(SHARED)
+
+.PHONY: all build deps models demo test clean-models
+
+all: build
+
+deps:
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	    echo "installing:$$missing"; \
+	    $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(APT_PACKAGES); \
+	  else \
+	    echo "wick needs:$$missing (a C compiler, pkg-config, python3 with pip)."; \
+	    echo "This is not a Debian/Ubuntu system: install them with your package manager, then run make again."; \
+	    exit 1; \
+	  fi; \
+	fi
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs (stable), then run make again"; exit 1; }
+
+build: deps
+	$(CARGO) build --release
+
+models: build
+	$(WICK) --models-dir $(MODELS_DIR) models pull --set test
+
+demo: models
+	@echo "== transcribing $(DEMO_CLIP)"
+	$(WICK) --models-dir $(MODELS_DIR) transcribe --json $(DEMO_CLIP)
+	@echo "== reference: $$(awk -F'\t' -v f=$(notdir $(DEMO_CLIP)) '$$1==f {print $$3}' $(SHARED)/speech/dev/manifest.tsv)"
+
+# Tests run in release: they drive real models, and one profile keeps the 2-core build short.
+test: models
+	$(CARGO) test --release
+
+clean-models:
+	rm -rf $(MODELS_DIR)

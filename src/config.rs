@@ -1,0 +1,201 @@
+//! `wick.toml`: the appliance's settings. Every key is optional and documented in
+//! `wick.example.toml`; unknown keys and out-of-range values are errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the device's config lives; used when `--config` is not given and the file exists.
+pub const SYSTEM_CONFIG: &str = "/etc/wick/wick.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("config {}: `{key}` {message}", path.display())]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub models: ModelsConfig,
+    pub stt: SttConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Model data directory; `--models-dir` and `WICK_MODELS` take precedence.
+    pub dir: Option<PathBuf>,
+    /// Model set to run (`default` or `test`); unset picks `default` when it is pulled, else `test`.
+    pub set: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SttConfig {
+    /// A Whisper model directory to use instead of the model set's.
+    pub model_dir: Option<PathBuf>,
+    /// Language code for multilingual models, or "auto" to detect it.
+    pub language: String,
+    pub temperatures: Vec<f32>,
+    pub compression_ratio_threshold: f32,
+    pub logprob_threshold: f32,
+    pub no_speech_threshold: f32,
+    pub max_tokens: usize,
+    /// Windows quieter than this (loudest 100 ms, dBFS) are silence and skip the model.
+    pub silence_threshold_dbfs: f32,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        let d = crate::stt::decode::DecodeOptions::default();
+        Self {
+            model_dir: None,
+            language: "en".into(),
+            temperatures: d.temperatures,
+            compression_ratio_threshold: d.compression_ratio_threshold,
+            logprob_threshold: d.logprob_threshold,
+            no_speech_threshold: d.no_speech_threshold,
+            max_tokens: d.max_tokens,
+            silence_threshold_dbfs: crate::stt::DEFAULT_SILENCE_DBFS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// CPU threads for inference; 0 uses every core.
+    pub threads: usize,
+}
+
+impl Config {
+    /// Loads `explicit` if given (it must exist), else the system config if present, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(path) => Self::from_file(path),
+            None if Path::new(SYSTEM_CONFIG).is_file() => Self::from_file(Path::new(SYSTEM_CONFIG)),
+            None => Ok(Config::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { path: path.into(), key, message });
+        if let Some(set) = &self.models.set {
+            if set.is_empty() {
+                return invalid("models.set", "must name a model set, e.g. \"default\" or \"test\"".into());
+            }
+        }
+        let s = &self.stt;
+        let lang_ok = s.language == "auto"
+            || (2..=3).contains(&s.language.len()) && s.language.chars().all(|c| c.is_ascii_lowercase());
+        if !lang_ok {
+            return invalid("stt.language", format!("is {:?}; use a language code such as \"en\", or \"auto\"", s.language));
+        }
+        if s.temperatures.is_empty() || s.temperatures.iter().any(|t| !(0.0..=2.0).contains(t)) {
+            return invalid("stt.temperatures", format!("is {:?}; give one or more values in 0.0..=2.0, e.g. [0.0, 0.2, 0.4]", s.temperatures));
+        }
+        if !(0.0..=1.0).contains(&s.no_speech_threshold) {
+            return invalid("stt.no_speech_threshold", format!("is {}; it is a probability in 0.0..=1.0", s.no_speech_threshold));
+        }
+        if !(s.compression_ratio_threshold > 0.0) {
+            return invalid("stt.compression_ratio_threshold", format!("is {}; it must be positive (Whisper uses 2.4)", s.compression_ratio_threshold));
+        }
+        if !(s.logprob_threshold <= 0.0) {
+            return invalid("stt.logprob_threshold", format!("is {}; a log-probability is at most 0 (Whisper uses -1.0)", s.logprob_threshold));
+        }
+        if !(1..=440).contains(&s.max_tokens) {
+            return invalid("stt.max_tokens", format!("is {}; use 1..=440 (the decoder holds 448 positions)", s.max_tokens));
+        }
+        if !(-120.0..=0.0).contains(&s.silence_threshold_dbfs) {
+            return invalid("stt.silence_threshold_dbfs", format!("is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)", s.silence_threshold_dbfs));
+        }
+        if self.runtime.threads > 1024 {
+            return invalid("runtime.threads", format!("is {}; use 0 for all cores or a core count", self.runtime.threads));
+        }
+        Ok(())
+    }
+
+    /// Decoding options for the transcriber, from `[stt]`.
+    pub fn stt_options(&self) -> crate::stt::SttOptions {
+        let s = &self.stt;
+        crate::stt::SttOptions {
+            language: (s.language != "auto").then(|| s.language.clone()),
+            silence_threshold_dbfs: s.silence_threshold_dbfs,
+            decode: crate::stt::decode::DecodeOptions {
+                temperatures: s.temperatures.clone(),
+                compression_ratio_threshold: s.compression_ratio_threshold,
+                logprob_threshold: s.logprob_threshold,
+                no_speech_threshold: s.no_speech_threshold,
+                max_tokens: s.max_tokens,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("wick.toml"))
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let example = include_str!("../wick.example.toml");
+        let c = parse(example).expect("the example config must be valid");
+        let d = Config::default();
+        assert_eq!(c.stt.temperatures, d.stt.temperatures);
+        assert_eq!(c.stt.no_speech_threshold, d.stt.no_speech_threshold);
+        assert_eq!(c.stt.max_tokens, d.stt.max_tokens);
+        assert_eq!(c.stt.silence_threshold_dbfs, d.stt.silence_threshold_dbfs);
+        assert_eq!(c.runtime.threads, d.runtime.threads);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("[stt]\nlanguag = \"en\"\n").unwrap_err().to_string();
+        assert!(e.contains("languag") && e.contains("wick.toml"), "{e}");
+        let e = parse("[sst]\n").unwrap_err().to_string();
+        assert!(e.contains("sst"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("[stt]\nno_speech_threshold = 1.5\n", "stt.no_speech_threshold"),
+            ("[stt]\ntemperatures = []\n", "stt.temperatures"),
+            ("[stt]\nlanguage = \"English\"\n", "stt.language"),
+            ("[stt]\nmax_tokens = 0\n", "stt.max_tokens"),
+            ("[stt]\nsilence_threshold_dbfs = 3.0\n", "stt.silence_threshold_dbfs"),
+            ("[runtime]\nthreads = 100000\n", "runtime.threads"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} gave {e}");
+        }
+        let e = parse("[stt]\nmax_tokens = \"many\"\n").unwrap_err().to_string();
+        assert!(e.contains("max_tokens"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! wick: a local voice appliance. Whisper hears, a quantized Llama thinks, a neural voice
+//! speaks, all on Candle in one process. This crate holds the stages and their plumbing;
+//! `main.rs` is the command line.
+
+pub mod audio;
+pub mod bench;
+pub mod config;
+pub mod stt;
+pub mod models;

@@ -1,0 +1,371 @@
+//! The `wick` command line: one binary for the appliance and for every tool around it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use wick::config::Config;
+use wick::models::{Check, Manifest, Store};
+use wick::stt::{self, Transcriber};
+
+#[derive(Parser)]
+#[command(name = "wick", version, about = "A local voice appliance: push to talk, Whisper hears, Llama thinks, a neural voice answers")]
+struct Cli {
+    /// Config file (default: /etc/wick/wick.toml when it exists, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Model data directory (overrides WICK_MODELS and the config's models.dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Model manifest to use instead of the built-in one (also: WICK_MANIFEST).
+    #[arg(long, global = true, value_name = "FILE", env = "WICK_MANIFEST")]
+    manifest: Option<PathBuf>,
+    /// CPU threads for inference (overrides runtime.threads; 0 = all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// More log output (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn speech in WAV files into text with Whisper.
+    Transcribe(TranscribeArgs),
+    /// Measure speed and memory.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Fetch, list and check the model files.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Args)]
+struct SttModelArgs {
+    /// Whisper model directory (model.safetensors, config.json, tokenizer.json); default: the
+    /// configured model set's.
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Language for multilingual models ("auto" detects it); overrides stt.language.
+    #[arg(long)]
+    language: Option<String>,
+}
+
+#[derive(Args)]
+struct TranscribeArgs {
+    #[command(flatten)]
+    model: SttModelArgs,
+    /// One JSON object per line: {"file","text","audio_s","elapsed_s"}.
+    #[arg(long)]
+    json: bool,
+    /// WAV files: 8-48 kHz, mono or stereo, 16/24/32-bit integer or 32-bit float.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Speech to text: real-time factor, front-end/encoder/decoder time, tokens, peak RSS.
+    Stt {
+        #[command(flatten)]
+        model: SttModelArgs,
+        /// One JSON object per file and one for the total, instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download a model set, check every file's sha256 and import what needs importing.
+    Pull {
+        /// Model set: "test" (small, for CI and demos) or "default" (the device's).
+        #[arg(long, default_value = "test")]
+        set: String,
+    },
+    /// Show the files of the model sets and whether they are present.
+    List {
+        /// Only this model set.
+        #[arg(long)]
+        set: Option<String>,
+        /// One JSON object per file: {"set","role","name","path","sha256","size","present"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every present model file and compare with the manifest.
+    Verify {
+        /// Only this model set.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Convert a CTranslate2 (faster-whisper) Whisper model directory into the layout wick loads.
+    #[command(name = "import-ct2")]
+    ImportCt2 {
+        /// Directory with model.bin, config.json and tokenizer.json.
+        src: PathBuf,
+        /// Output directory for model.safetensors, config.json and tokenizer.json.
+        dst: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wick: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let threads = cli.threads.unwrap_or(config.runtime.threads);
+    if threads > 0 {
+        // Candle's CPU kernels size their thread pools from this variable at first use.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let ctx = Context_ { config, models_dir: cli.models_dir, manifest: cli.manifest };
+    match cli.command {
+        Command::Transcribe(args) => transcribe(&ctx, args),
+        Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
+        Command::Models(cmd) => models(&ctx, cmd),
+    }
+}
+
+/// What every command needs: the config and where the models are.
+struct Context_ {
+    config: Config,
+    models_dir: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+}
+
+impl Context_ {
+    fn store(&self) -> Result<Store> {
+        let manifest = match &self.manifest {
+            Some(path) => Manifest::from_path(path)?,
+            None => Manifest::builtin()?,
+        };
+        let dir = wick::models::resolve_models_dir(self.models_dir.clone(), self.config.models.dir.clone());
+        Ok(Store::new(dir, manifest))
+    }
+
+    /// The model set to run: configured, else `default` when pulled, else `test`.
+    fn model_set(&self, store: &Store, role: &str, marker: &str) -> String {
+        if let Some(set) = &self.config.models.set {
+            return set.clone();
+        }
+        let pulled = |set: &str| store.role_dir(set, role).join(marker).is_file();
+        if pulled("default") || !pulled("test") { "default" } else { "test" }.to_string()
+    }
+
+    fn load_transcriber(&self, args: &SttModelArgs) -> Result<Transcriber> {
+        let dir = match (&args.model_dir, &self.config.stt.model_dir) {
+            (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+            (None, None) => {
+                let store = self.store()?;
+                let set = self.model_set(&store, "stt", "model.safetensors");
+                store.require(&set, "stt").with_context(|| {
+                    format!("no Whisper model of set {set:?} (use `wick models pull --set test` for the small test set, or --model-dir)")
+                })?
+            }
+        };
+        let mut options = self.config.stt_options();
+        if let Some(lang) = &args.language {
+            options.language = (lang != "auto").then(|| lang.clone());
+        }
+        let device = stt::default_device();
+        Transcriber::load(&dir, options, &device).with_context(|| format!("loading Whisper from {}", dir.display()))
+    }
+}
+
+fn transcribe(ctx: &Context_, args: TranscribeArgs) -> Result<ExitCode> {
+    let transcriber = ctx.load_transcriber(&args.model)?;
+    let mut failed = 0;
+    for file in &args.files {
+        let start = Instant::now();
+        match transcribe_file(&transcriber, file) {
+            Ok((transcript, audio_s)) => {
+                let elapsed_s = start.elapsed().as_secs_f64();
+                if args.json {
+                    let line = serde_json::json!({
+                        "file": file, "text": transcript.text, "audio_s": round3(audio_s), "elapsed_s": round3(elapsed_s),
+                    });
+                    println!("{line}");
+                } else if args.files.len() > 1 {
+                    println!("{}: {}", file.display(), transcript.text);
+                } else {
+                    println!("{}", transcript.text);
+                }
+            }
+            Err(e) => {
+                eprintln!("wick: error: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn transcribe_file(transcriber: &Transcriber, file: &Path) -> Result<(stt::Transcript, f64)> {
+    let samples = wick::audio::load_for_stt(file)?;
+    let audio_s = samples.len() as f64 / wick::audio::STT_SAMPLE_RATE as f64;
+    let transcript = transcriber.transcribe(&samples).with_context(|| format!("transcribing {}", file.display()))?;
+    Ok((transcript, audio_s))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn bench_stt(ctx: &Context_, model: &SttModelArgs, json: bool, files: &[PathBuf]) -> Result<ExitCode> {
+    let load_start = Instant::now();
+    let transcriber = ctx.load_transcriber(model)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for file in files {
+        let samples = wick::audio::load_for_stt(file)?;
+        let start = Instant::now();
+        let t = transcriber.transcribe(&samples).with_context(|| format!("transcribing {}", file.display()))?;
+        let total_s = start.elapsed().as_secs_f64();
+        let audio_s = samples.len() as f64 / wick::audio::STT_SAMPLE_RATE as f64;
+        rows.push(BenchRow { name: file.display().to_string(), audio_s, total_s, timings: t.timings });
+    }
+    let total = BenchRow {
+        name: "total".into(),
+        audio_s: rows.iter().map(|r| r.audio_s).sum(),
+        total_s: rows.iter().map(|r| r.total_s).sum(),
+        timings: rows.iter().fold(stt::SttTimings::default(), |mut acc, r| {
+            acc.front_end_s += r.timings.front_end_s;
+            acc.encoder_s += r.timings.encoder_s;
+            acc.decoder_s += r.timings.decoder_s;
+            acc.windows += r.timings.windows;
+            acc.tokens += r.timings.tokens;
+            acc
+        }),
+    };
+    let peak_rss_mb = wick::bench::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
+    if json {
+        for r in rows.iter().chain(std::iter::once(&total)) {
+            let mut v = r.json();
+            if r.name == "total" {
+                v["load_s"] = round3(load_s).into();
+                v["peak_rss_mb"] = peak_rss_mb.map(|m| (m * 10.0).round() / 10.0).into();
+            }
+            println!("{v}");
+        }
+    } else {
+        println!("| file | audio s | total s | RTF | front end s | encoder s | decoder s | tokens |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in rows.iter().chain(std::iter::once(&total)) {
+            println!(
+                "| {} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                r.name, r.audio_s, r.total_s, r.rtf(), r.timings.front_end_s, r.timings.encoder_s, r.timings.decoder_s, r.timings.tokens
+            );
+        }
+        println!();
+        println!("model load: {load_s:.3} s; peak RSS: {}", peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MiB")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct BenchRow {
+    name: String,
+    audio_s: f64,
+    total_s: f64,
+    timings: stt::SttTimings,
+}
+
+impl BenchRow {
+    fn rtf(&self) -> f64 {
+        if self.audio_s > 0.0 { self.total_s / self.audio_s } else { 0.0 }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.name, "audio_s": round3(self.audio_s), "total_s": round3(self.total_s), "rtf": round3(self.rtf()),
+            "front_end_s": round3(self.timings.front_end_s), "encoder_s": round3(self.timings.encoder_s),
+            "decoder_s": round3(self.timings.decoder_s), "windows": self.timings.windows, "tokens": self.timings.tokens,
+        })
+    }
+}
+
+fn models(ctx: &Context_, cmd: ModelsCommand) -> Result<ExitCode> {
+    if let ModelsCommand::ImportCt2 { src, dst } = &cmd {
+        let report = wick::models::ct2::import(src, dst)?;
+        for f in &report.files {
+            println!("{}  {}", f.sha256, f.path.display());
+        }
+        eprintln!(
+            "imported {} ({} tensors, {}) into {}",
+            src.display(),
+            report.tensors,
+            report.dtype,
+            dst.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = ctx.store()?;
+    match cmd {
+        ModelsCommand::Pull { set } => {
+            store.pull(&set)?;
+            eprintln!("model set {set:?} is ready in {}", store.role_dir(&set, "").display());
+        }
+        ModelsCommand::List { set, json } => {
+            for f in store.list(set.as_deref())? {
+                if json {
+                    println!("{}", serde_json::to_string(&f)?);
+                } else {
+                    println!(
+                        "{:<8} {:<4} {:<7} {:<40} {}",
+                        f.set,
+                        f.role,
+                        if f.present { "present" } else { "missing" },
+                        f.name,
+                        f.path.display()
+                    );
+                }
+            }
+        }
+        ModelsCommand::Verify { set } => {
+            let outcomes = store.verify(set.as_deref())?;
+            let mut bad = 0;
+            for o in &outcomes {
+                let status = match &o.check {
+                    Check::Ok => "ok".to_string(),
+                    Check::Missing => "MISSING".to_string(),
+                    Check::Mismatch { expected, actual } => format!("MISMATCH (expected sha256 {expected}, found {actual})"),
+                    Check::Unpinned { actual } => format!("unpinned (sha256 {actual})"),
+                };
+                println!("{:<8} {:<4} {:<40} {status}", o.set, o.role, o.name);
+                bad += usize::from(!o.is_ok());
+            }
+            if bad > 0 {
+                eprintln!("wick: {bad} model file(s) missing or damaged; run `wick models pull` to fetch them again");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ModelsCommand::ImportCt2 { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,284 @@
+//! Whisper's encoder-decoder transformer in plain Candle tensor code.
+//!
+//! The layer structure follows OpenAI's Whisper (and Candle's `whisper::model`, which reads the
+//! same Hugging Face weight names). What differs is the decoder's state: Candle's stock model
+//! re-runs the whole token prefix at every step, while here each decoder layer keeps its
+//! self-attention keys and values in a preallocated cache and the cross-attention keys and values
+//! are projected once per 30 s window, so a decoding step costs one token's worth of work.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{kv_cache::KvCache, Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
+
+use super::config::WhisperConfig;
+
+fn layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(size, 1e-5, vb)
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    n_head: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
+            k: candle_nn::linear_no_bias(d, d, vb.pp("k_proj"))?,
+            v: candle_nn::linear(d, d, vb.pp("v_proj"))?,
+            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            n_head,
+            head_dim: d / n_head,
+        })
+    }
+
+    /// `[b, t, d]` -> `[b, heads, t, head_dim]`
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.n_head, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    fn keys_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.split_heads(&self.k.forward(x)?)?, self.split_heads(&self.v.forward(x)?)?))
+    }
+
+    /// Scaled dot-product attention of `x`'s queries over `k`/`v`, plus the output projection.
+    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = (self.split_heads(&self.q.forward(x)?)? * scale)?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.out.forward(&ctx)
+    }
+}
+
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn load(d: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { fc1: candle_nn::linear(d, hidden, vb.pp("fc1"))?, fc2: candle_nn::linear(hidden, d, vb.pp("fc2"))? })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Whisper uses the exact (erf) GELU, not the tanh approximation.
+        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+    }
+}
+
+struct EncoderLayer {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    mlp: Mlp,
+    mlp_ln: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.attn_ln.forward(x)?;
+        let (k, v) = self.attn.keys_values(&h)?;
+        let x = (x + self.attn.attend(&h, &k, &v, None)?)?;
+        &x + self.mlp.forward(&self.mlp_ln.forward(&x)?)?
+    }
+}
+
+struct Encoder {
+    conv1: Conv1d,
+    conv2: Conv1d,
+    positions: Tensor,
+    layers: Vec<EncoderLayer>,
+    ln_post: LayerNorm,
+}
+
+impl Encoder {
+    fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let conv = |stride| Conv1dConfig { padding: 1, stride, ..Default::default() };
+        let layers = (0..cfg.encoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(EncoderLayer {
+                    attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"))?,
+                    attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+                    mlp: Mlp::load(d, 4 * d, vb.clone())?,
+                    mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv1: candle_nn::conv1d(cfg.num_mel_bins, d, 3, conv(1), vb.pp("conv1"))?,
+            conv2: candle_nn::conv1d(d, d, 3, conv(2), vb.pp("conv2"))?,
+            positions: vb.get((cfg.max_source_positions, d), "embed_positions.weight")?,
+            layers,
+            ln_post: layer_norm(d, vb.pp("layer_norm"))?,
+        })
+    }
+
+    /// `[b, n_mels, 3000]` -> `[b, 1500, d]`
+    fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+        let x = self.conv1.forward(mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = x.transpose(1, 2)?;
+        let mut x = x.broadcast_add(&self.positions.narrow(0, 0, x.dim(1)?)?)?;
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        self.ln_post.forward(&x)
+    }
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    self_ln: LayerNorm,
+    cross_attn: Attention,
+    cross_ln: LayerNorm,
+    mlp: Mlp,
+    mlp_ln: LayerNorm,
+}
+
+struct Decoder {
+    embed: Embedding,
+    positions: Tensor,
+    layers: Vec<DecoderLayer>,
+    ln: LayerNorm,
+}
+
+impl Decoder {
+    fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let h = cfg.decoder_attention_heads;
+        let layers = (0..cfg.decoder_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                Ok(DecoderLayer {
+                    self_attn: Attention::load(d, h, vb.pp("self_attn"))?,
+                    self_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+                    cross_attn: Attention::load(d, h, vb.pp("encoder_attn"))?,
+                    cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
+                    mlp: Mlp::load(d, 4 * d, vb.clone())?,
+                    mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embed: candle_nn::embedding(cfg.vocab_size, d, vb.pp("embed_tokens"))?,
+            positions: vb.get((cfg.max_target_positions, d), "embed_positions.weight")?,
+            layers,
+            ln: layer_norm(d, vb.pp("layer_norm"))?,
+        })
+    }
+}
+
+/// Per-window decoder state: the cross-attention keys/values of one encoded window and the
+/// self-attention cache of the tokens decoded so far.
+pub struct DecoderState {
+    cross: Vec<(Tensor, Tensor)>,
+    cache: Vec<KvCache>,
+    max_positions: usize,
+}
+
+impl DecoderState {
+    /// Tokens already in the self-attention cache.
+    pub fn len(&self) -> usize {
+        self.cache.first().map_or(0, |c| c.current_seq_len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets decoded tokens but keeps the encoded window (for a retry at another temperature).
+    pub fn reset(&mut self) {
+        self.cache.iter_mut().for_each(KvCache::reset);
+    }
+
+    pub fn room(&self) -> usize {
+        self.max_positions - self.len()
+    }
+}
+
+pub struct Whisper {
+    encoder: Encoder,
+    decoder: Decoder,
+    pub config: WhisperConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl Whisper {
+    pub fn load(vb: VarBuilder, config: WhisperConfig) -> Result<Self> {
+        let device = vb.device().clone();
+        let dtype = vb.dtype();
+        Ok(Self {
+            encoder: Encoder::load(&config, vb.pp("model.encoder"))?,
+            decoder: Decoder::load(&config, vb.pp("model.decoder"))?,
+            config,
+            device,
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Encodes one 30 s window of log-mel frames laid out `[n_mels][3000]`.
+    pub fn encode(&self, mel: &[f32]) -> Result<Tensor> {
+        let frames = mel.len() / self.config.num_mel_bins;
+        let mel = Tensor::from_slice(mel, (1, self.config.num_mel_bins, frames), &self.device)?.to_dtype(self.dtype)?;
+        self.encoder.forward(&mel)
+    }
+
+    /// Projects the encoder output into every decoder layer's cross-attention keys and values.
+    pub fn start_decoding(&self, audio: &Tensor) -> Result<DecoderState> {
+        let cross = self.decoder.layers.iter().map(|l| l.cross_attn.keys_values(audio)).collect::<Result<_>>()?;
+        let max = self.config.max_target_positions;
+        let cache = self.decoder.layers.iter().map(|_| KvCache::new(2, max)).collect();
+        Ok(DecoderState { cross, cache, max_positions: max })
+    }
+
+    /// Runs `tokens` (appended after the cached ones) through the decoder and returns the logits
+    /// (f32, `[rows.len(), vocab]`) at the given positions of `tokens`.
+    pub fn decode(&self, state: &mut DecoderState, tokens: &[u32], rows: &[usize]) -> Result<Tensor> {
+        let n = tokens.len();
+        let offset = state.len();
+        if offset + n > state.max_positions {
+            candle_core::bail!("decoder context of {} tokens exceeded", state.max_positions);
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.decoder.embed.forward(&ids)?.broadcast_add(&self.decoder.positions.narrow(0, offset, n)?)?;
+        let mask = (n > 1).then(|| causal_mask(n, offset, &self.device, self.dtype)).transpose()?;
+        for ((layer, cache), (ck, cv)) in self.decoder.layers.iter().zip(&mut state.cache).zip(&state.cross) {
+            let h = layer.self_ln.forward(&x)?;
+            let (k, v) = layer.self_attn.keys_values(&h)?;
+            let (k, v) = cache.append(&k, &v)?;
+            x = (x + layer.self_attn.attend(&h, &k, &v, mask.as_ref())?)?;
+            let h = layer.cross_ln.forward(&x)?;
+            x = (&x + layer.cross_attn.attend(&h, ck, cv, None)?)?;
+            x = (&x + layer.mlp.forward(&layer.mlp_ln.forward(&x)?)?)?;
+        }
+        let rows = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), &self.device)?;
+        let h = self.decoder.ln.forward(&x.squeeze(0)?.index_select(&rows, 0)?)?;
+        // The output projection is tied to the token embedding.
+        h.matmul(&self.decoder.embed.embeddings().t()?)?.to_dtype(DType::F32)
+    }
+}
+
+/// Additive mask letting token i of a block that starts at `offset` see cache positions `0..=offset+i`.
+fn causal_mask(n: usize, offset: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| (0..offset + n).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_slice(&mask, (n, offset + n), device)?.to_dtype(dtype)
+}

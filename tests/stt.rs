@@ -1,0 +1,237 @@
+//! Speech to text through the `wick` binary with the real test model (Whisper tiny.en) and the
+//! real clips of `../shared/speech/dev`: accuracy, input formats, long audio, and bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{dev_clips, run, stt_dir, wick, write_wav_i16};
+use wick::stt::normalize::{normalize, wer};
+
+#[test]
+fn dev_set_word_error_rate_is_at_most_8_percent() {
+    let clips = dev_clips();
+    assert_eq!(clips.len(), 14, "speech/dev/manifest.tsv should list 14 clips");
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").args(clips.iter().map(|(f, _)| f)));
+    assert!(out.status.success(), "transcribe failed: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), clips.len());
+    let mut pairs = Vec::new();
+    for ((file, reference), line) in clips.iter().zip(&lines) {
+        assert_eq!(line["file"].as_str().unwrap(), file.to_str().unwrap());
+        assert!(line["audio_s"].as_f64().unwrap() > 1.0);
+        assert!(line["elapsed_s"].as_f64().unwrap() > 0.0);
+        let text = line["text"].as_str().unwrap().to_string();
+        eprintln!("{}\n  ref: {reference}\n  hyp: {text}", file.display());
+        pairs.push((reference.clone(), text));
+    }
+    let rate = wer(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
+    eprintln!("WER over {} clips: {:.2} %", pairs.len(), rate * 100.0);
+    assert!(rate <= 0.08, "WER {:.2} % is above 8 %", rate * 100.0);
+}
+
+#[test]
+fn stereo_44k_24bit_and_float_inputs_give_the_same_words() {
+    let (clip, _) = dev_clips().into_iter().find(|(f, _)| f.ends_with("ps_goforward.wav")).unwrap();
+    let audio = wick::audio::read_wav_mono(&clip).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let up = wick::audio::resample(&audio.samples, 16_000, 44_100).unwrap();
+    let stereo24 = tmp.path().join("stereo24.wav");
+    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 24, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(&stereo24, spec).unwrap();
+    for &s in &up {
+        let v = (s * 8_388_607.0) as i32;
+        w.write_sample(v).unwrap();
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+
+    let float8k = tmp.path().join("float8k.wav");
+    let down = wick::audio::resample(&audio.samples, 16_000, 8_000).unwrap();
+    wick::audio::write_wav_mono_f32(&float8k, &down, 8_000).unwrap();
+
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&clip).arg(&stereo24).arg(&float8k));
+    assert!(out.status.success(), "{stderr}");
+    let texts: Vec<Vec<String>> = stdout
+        .lines()
+        .map(|l| normalize(serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(texts[0], normalize("go forward ten meters"), "original clip: {stdout}");
+    assert_eq!(texts[1], texts[0], "44.1 kHz stereo 24-bit: {stdout}");
+    // 8 kHz loses everything above 4 kHz; the words must survive.
+    assert!(wick::stt::normalize::word_errors(&texts[0], &texts[2]) <= 1, "8 kHz float: {stdout}");
+}
+
+#[test]
+fn audio_longer_than_30_seconds_is_transcribed_window_by_window() {
+    // Every dev clip in order with half a second of silence between: about 68 s, three windows.
+    let clips = dev_clips();
+    let mut samples = Vec::new();
+    let mut reference = String::new();
+    for (file, text) in &clips {
+        samples.extend(wick::audio::read_wav_mono(file).unwrap().samples);
+        samples.extend(std::iter::repeat_n(0.0, 8_000));
+        reference.push_str(text);
+        reference.push(' ');
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let long = tmp.path().join("long.wav");
+    write_wav_i16(&long, &samples, 16_000, 1);
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&long));
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(v["audio_s"].as_f64().unwrap() > 60.0);
+    let rate = wer([(reference.as_str(), text)]);
+    eprintln!("long audio WER {:.2} %: {text}", rate * 100.0);
+    // Cuts fall in pauses, so accuracy stays close to the per-clip score; the first and last
+    // clips prove that every window was decoded.
+    assert!(rate <= 0.15, "WER {:.2} % on the concatenation: {text}", rate * 100.0);
+    let words = normalize(text);
+    assert!(words.starts_with(&["stuff".to_string()]) || words.contains(&"belly".to_string()), "{text}");
+    assert!(words.ends_with(&["1".into(), "2".into(), "3".into()]), "{text}");
+}
+
+#[test]
+fn ten_minutes_of_silence_gives_no_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let silence = tmp.path().join("silence.wav");
+    // Quiet noise of a real room rather than digital zeros, which tiny models like to fill.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let samples: Vec<f32> = (0..16_000 * 600)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2e-4 - 1e-4
+        })
+        .collect();
+    write_wav_i16(&silence, &samples, 16_000, 1);
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&silence));
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let words = normalize(v["text"].as_str().unwrap());
+    assert!(words.len() <= 2, "hallucinated text from silence: {:?}", v["text"]);
+}
+
+#[test]
+fn a_fifth_of_a_second_is_transcribed_without_error() {
+    let (clip, _) = dev_clips().into_iter().find(|(f, _)| f.ends_with("sr_english_one_two_three.wav")).unwrap();
+    let audio = wick::audio::read_wav_mono(&clip).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let short = tmp.path().join("short.wav");
+    write_wav_i16(&short, &audio.samples[..3_200], 16_000, 1);
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&short));
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!((v["audio_s"].as_f64().unwrap() - 0.2).abs() < 1e-3);
+    assert!(normalize(v["text"].as_str().unwrap()).len() <= 3, "{stdout}");
+}
+
+fn assert_fails_naming(args: &[&std::ffi::OsStr], needles: &[&str]) {
+    let (out, stdout, stderr) = run(wick().args(args));
+    assert!(!out.status.success(), "expected failure, got: {stdout}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_audio_files_are_clear_errors_and_other_files_still_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.wav");
+    let not_wav = tmp.path().join("notes.wav");
+    std::fs::write(&not_wav, "this is a text file, not audio\n").unwrap();
+    let empty = tmp.path().join("empty.wav");
+    write_wav_i16(&empty, &[], 16_000, 1);
+    let fast = tmp.path().join("96k.wav");
+    write_wav_i16(&fast, &vec![0.0; 9_600], 96_000, 1);
+
+    for (file, needle) in [
+        (&missing, "no such file"),
+        (&not_wav, "not a readable WAV"),
+        (&empty, "no audio samples"),
+        (&fast, "96000 Hz"),
+    ] {
+        assert_fails_naming(&["transcribe".as_ref(), file.as_os_str()], &[file.to_str().unwrap(), needle]);
+    }
+    // One bad file among good ones: the good one is still transcribed, the exit status reports the failure.
+    let (clip, _) = dev_clips().into_iter().find(|(f, _)| f.ends_with("ps_goforward.wav")).unwrap();
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg(&missing).arg(&clip));
+    assert!(!out.status.success());
+    assert!(stderr.contains("nope.wav"), "{stderr}");
+    assert!(stdout.contains("ps_goforward.wav: ") && stdout.to_lowercase().contains("forward"), "{stdout}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["model.safetensors", "config.json", "tokenizer.json"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn damaged_model_files_are_clear_errors_naming_the_file() {
+    let (clip, _) = dev_clips().into_iter().next().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let truncated = tmp.path().join("truncated");
+    copy_dir(&stt_dir(), &truncated);
+    let weights = truncated.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&weights).unwrap().set_len(len / 2).unwrap();
+    assert_fails_naming(
+        &["transcribe".as_ref(), "--model-dir".as_ref(), truncated.as_os_str(), clip.as_os_str()],
+        &[weights.to_str().unwrap(), "truncated or corrupt"],
+    );
+
+    let no_tokenizer = tmp.path().join("no-tokenizer");
+    copy_dir(&stt_dir(), &no_tokenizer);
+    std::fs::remove_file(no_tokenizer.join("tokenizer.json")).unwrap();
+    assert_fails_naming(
+        &["transcribe".as_ref(), "--model-dir".as_ref(), no_tokenizer.as_os_str(), clip.as_os_str()],
+        &["tokenizer.json", "wick models pull"],
+    );
+
+    let bad_config = tmp.path().join("bad-config");
+    copy_dir(&stt_dir(), &bad_config);
+    std::fs::write(bad_config.join("config.json"), "{\"vocab_size\": 3}").unwrap();
+    assert_fails_naming(
+        &["transcribe".as_ref(), "--model-dir".as_ref(), bad_config.as_os_str(), clip.as_os_str()],
+        &[bad_config.join("config.json").to_str().unwrap(), "not a Whisper config.json"],
+    );
+}
+
+#[test]
+fn missing_models_and_bad_config_say_what_to_do() {
+    let (clip, _) = dev_clips().into_iter().next().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wick"));
+    cmd.arg("--models-dir").arg(tmp.path()).arg("transcribe").arg(&clip);
+    let (out, _, stderr) = run(&mut cmd);
+    assert!(!out.status.success());
+    assert!(stderr.contains("wick models pull --set"), "{stderr}");
+
+    let config = tmp.path().join("wick.toml");
+    std::fs::write(&config, "[stt]\nno_speech_threshold = 7\n").unwrap();
+    let (out, _, stderr) = run(wick().arg("--config").arg(&config).arg("transcribe").arg(&clip));
+    assert!(!out.status.success());
+    assert!(stderr.contains("stt.no_speech_threshold") && stderr.contains("wick.toml"), "{stderr}");
+}
+
+#[test]
+fn bench_stt_reports_every_stage() {
+    let clips = dev_clips();
+    let (out, stdout, stderr) = run(wick().args(["bench", "stt", "--json"]).arg(&clips[0].0).arg(&clips[1].0));
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    let total = &rows[2];
+    assert_eq!(total["file"], "total");
+    for key in ["audio_s", "total_s", "rtf", "front_end_s", "encoder_s", "decoder_s", "load_s", "peak_rss_mb"] {
+        assert!(total[key].as_f64().unwrap() > 0.0, "{key} in {total}");
+    }
+    assert!(total["tokens"].as_u64().unwrap() >= 10, "{total}");
+    assert_eq!(total["windows"], 2);
+}
