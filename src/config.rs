@@ -118,10 +118,10 @@ impl Config {
         if !(0.0..=1.0).contains(&s.no_speech_threshold) {
             return invalid("stt.no_speech_threshold", format!("is {}; it is a probability in 0.0..=1.0", s.no_speech_threshold));
         }
-        if !(s.compression_ratio_threshold > 0.0) {
+        if s.compression_ratio_threshold.is_nan() || s.compression_ratio_threshold <= 0.0 {
             return invalid("stt.compression_ratio_threshold", format!("is {}; it must be positive (Whisper uses 2.4)", s.compression_ratio_threshold));
         }
-        if !(s.logprob_threshold <= 0.0) {
+        if s.logprob_threshold.is_nan() || s.logprob_threshold > 0.0 {
             return invalid("stt.logprob_threshold", format!("is {}; a log-probability is at most 0 (Whisper uses -1.0)", s.logprob_threshold));
         }
         if !(1..=440).contains(&s.max_tokens) {

@@ -11,6 +11,12 @@ use wick::config::Config;
 use wick::models::{Check, Manifest, Store};
 use wick::stt::{self, Transcriber};
 
+// Inference allocates and frees tensors of many megabytes per layer; glibc's malloc hands
+// those back to the kernel and page-faults them in again every time, which cost about a
+// tenth of the encoder's time. mimalloc keeps and reuses them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wick", version, about = "A local voice appliance: push to talk, Whisper hears, Llama thinks, a neural voice answers")]
 struct Cli {
@@ -140,11 +146,16 @@ fn init_logging(verbose: u8) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    let threads = cli.threads.unwrap_or(config.runtime.threads);
-    if threads > 0 {
-        // Candle's CPU kernels size their thread pools from this variable at first use.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    let threads = match cli.threads.unwrap_or(config.runtime.threads) {
+        0 => std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => n,
+    };
+    // Candle sizes every CPU matmul from this variable, and without it asks the OS for the
+    // core count on each call (reading /proc), which cost a quarter of the decoder's time.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let ctx = Context_ { config, models_dir: cli.models_dir, manifest: cli.manifest };
     match cli.command {
         Command::Transcribe(args) => transcribe(&ctx, args),

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod mel;
 pub mod model;
 pub mod normalize;
+mod ops;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -129,10 +130,14 @@ impl Transcriber {
                  run `wick models verify` and `wick models pull` again"
             ),
         };
+        let embed_is_f16 = embedding_is_f16(&weights).map_err(|message| SttError::BadModel {
+            path: weights.clone(),
+            message: format!("{message}; the file may be truncated or corrupt: run `wick models verify` and `wick models pull` again"),
+        })?;
         // SAFETY: the file is memory-mapped read-only; wick's model store never rewrites a file
         // in place (updates land under a temporary name and are renamed over it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), dtype, device) }.map_err(bad)?;
-        let model = Whisper::load(vb, config).map_err(bad)?;
+        let model = Whisper::load(vb, config, embed_is_f16).map_err(bad)?;
         if let Some(lang) = &options.language {
             if model.config.is_multilingual() && tokens.language(lang).is_none() {
                 return Err(SttError::UnknownLanguage(lang.clone()));
@@ -204,6 +209,19 @@ impl Transcriber {
         prompt.push(t.no_timestamps);
         Ok(prompt)
     }
+}
+
+/// Reads the safetensors header (which also checks that the file holds all the data it
+/// declares) and tells whether the token embedding is stored in f16.
+fn embedding_is_f16(path: &Path) -> Result<bool, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // SAFETY: read-only map of a file the store replaces only by rename.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
+    let tensors = safetensors::SafeTensors::deserialize(&map).map_err(|e| format!("not a valid safetensors file ({e})"))?;
+    let embed = tensors
+        .tensor("model.decoder.embed_tokens.weight")
+        .map_err(|_| "no tensor model.decoder.embed_tokens.weight: not a Whisper checkpoint in Hugging Face layout".to_string())?;
+    Ok(embed.dtype() == safetensors::Dtype::F16)
 }
 
 /// Where the window starting at `seek` ends: all remaining audio if it fits in 30 s, otherwise

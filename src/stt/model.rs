@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{kv_cache::KvCache, Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::WhisperConfig;
+use super::ops;
 
 fn layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(size, 1e-5, vb)
@@ -49,17 +50,30 @@ impl Attention {
     /// Scaled dot-product attention of `x`'s queries over `k`/`v`, plus the output projection.
     fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
+        let q = self.split_heads(&self.q.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = (self.split_heads(&self.q.forward(x)?)? * scale)?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.out.forward(&ctx)
+        // The encoder's 1500 x 1500 score matrices (54 MB per layer for tiny) are computed a
+        // block of queries at a time: the blocks stay in cache and their buffers are reused
+        // instead of being page-faulted in fresh for every layer.
+        let blocks = (0..t).step_by(QUERY_BLOCK).map(|start| {
+            let q = q.narrow(2, start, QUERY_BLOCK.min(t - start))?;
+            let mut scores = q.matmul(&k.t()?)?;
+            if let Some(mask) = mask {
+                scores = scores.broadcast_add(&mask.narrow(0, start, q.dim(2)?)?)?;
+            }
+            ops::scaled_softmax(&scores, scale)?.matmul(v)
+        });
+        let ctx = if t <= QUERY_BLOCK {
+            blocks.into_iter().next().expect("t >= 1")?
+        } else {
+            Tensor::cat(&blocks.collect::<Result<Vec<_>>>()?, 2)?
+        };
+        self.out.forward(&ctx.transpose(1, 2)?.reshape((b, t, d))?)
     }
 }
+
+/// Queries per attention block; see `Attention::attend`.
+const QUERY_BLOCK: usize = 256;
 
 struct Mlp {
     fc1: Linear,
@@ -73,7 +87,7 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Whisper uses the exact (erf) GELU, not the tanh approximation.
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&ops::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -127,8 +141,8 @@ impl Encoder {
 
     /// `[b, n_mels, 3000]` -> `[b, 1500, d]`
     fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = ops::gelu_erf(&self.conv1.forward(mel)?)?;
+        let x = ops::gelu_erf(&self.conv2.forward(&x)?)?;
         let x = x.transpose(1, 2)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, x.dim(1)?)?)?;
         for layer in &self.layers {
@@ -147,17 +161,52 @@ struct DecoderLayer {
     mlp_ln: LayerNorm,
 }
 
+/// The token embedding, which is also the (tied) output projection.
+enum TokenEmbedding {
+    Dense(Embedding),
+    /// Kept in the checkpoint's f16 on the CPU, where the projection is bound by memory
+    /// traffic; see `ops::F16Matrix`.
+    F16(ops::F16Matrix),
+}
+
+impl TokenEmbedding {
+    fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            TokenEmbedding::Dense(e) => e.forward(&Tensor::new(ids, device)?),
+            TokenEmbedding::F16(m) => m.rows(ids),
+        }
+    }
+
+    /// Logits (f32) for each row of `h`.
+    fn project(&self, h: &Tensor) -> Result<Tensor> {
+        match self {
+            TokenEmbedding::Dense(e) => h.matmul(&e.embeddings().t()?)?.to_dtype(DType::F32),
+            TokenEmbedding::F16(m) => m.matmul_t(h),
+        }
+    }
+}
+
 struct Decoder {
-    embed: Embedding,
+    embed: TokenEmbedding,
     positions: Tensor,
     layers: Vec<DecoderLayer>,
     ln: LayerNorm,
 }
 
 impl Decoder {
-    fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
+    fn load(cfg: &WhisperConfig, vb: VarBuilder, embed_is_f16: bool) -> Result<Self> {
         let d = cfg.d_model;
         let h = cfg.decoder_attention_heads;
+        let embed = if embed_is_f16 && vb.device().is_cpu() {
+            TokenEmbedding::F16(ops::F16Matrix::new(&vb.get_with_hints_dtype(
+                (cfg.vocab_size, d),
+                "embed_tokens.weight",
+                Default::default(),
+                DType::F16,
+            )?)?)
+        } else {
+            TokenEmbedding::Dense(candle_nn::embedding(cfg.vocab_size, d, vb.pp("embed_tokens"))?)
+        };
         let layers = (0..cfg.decoder_layers)
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
@@ -172,7 +221,7 @@ impl Decoder {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            embed: candle_nn::embedding(cfg.vocab_size, d, vb.pp("embed_tokens"))?,
+            embed,
             positions: vb.get((cfg.max_target_positions, d), "embed_positions.weight")?,
             layers,
             ln: layer_norm(d, vb.pp("layer_norm"))?,
@@ -217,12 +266,14 @@ pub struct Whisper {
 }
 
 impl Whisper {
-    pub fn load(vb: VarBuilder, config: WhisperConfig) -> Result<Self> {
+    /// `embed_is_f16`: the checkpoint stores the token embedding in f16 (CTranslate2 imports do),
+    /// so the CPU output projection can read it without widening it first.
+    pub fn load(vb: VarBuilder, config: WhisperConfig, embed_is_f16: bool) -> Result<Self> {
         let device = vb.device().clone();
         let dtype = vb.dtype();
         Ok(Self {
             encoder: Encoder::load(&config, vb.pp("model.encoder"))?,
-            decoder: Decoder::load(&config, vb.pp("model.decoder"))?,
+            decoder: Decoder::load(&config, vb.pp("model.decoder"), embed_is_f16)?,
             config,
             device,
             dtype,
@@ -256,8 +307,8 @@ impl Whisper {
         if offset + n > state.max_positions {
             candle_core::bail!("decoder context of {} tokens exceeded", state.max_positions);
         }
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.decoder.embed.forward(&ids)?.broadcast_add(&self.decoder.positions.narrow(0, offset, n)?)?;
+        let embedded = self.decoder.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = embedded.broadcast_add(&self.decoder.positions.narrow(0, offset, n)?)?;
         let mask = (n > 1).then(|| causal_mask(n, offset, &self.device, self.dtype)).transpose()?;
         for ((layer, cache), (ck, cv)) in self.decoder.layers.iter().zip(&mut state.cache).zip(&state.cross) {
             let h = layer.self_ln.forward(&x)?;
@@ -271,7 +322,7 @@ impl Whisper {
         let rows = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), &self.device)?;
         let h = self.decoder.ln.forward(&x.squeeze(0)?.index_select(&rows, 0)?)?;
         // The output projection is tied to the token embedding.
-        h.matmul(&self.decoder.embed.embeddings().t()?)?.to_dtype(DType::F32)
+        self.decoder.embed.project(&h)
     }
 }
 
