@@ -93,26 +93,37 @@ fn audio_longer_than_30_seconds_is_transcribed_window_by_window() {
     assert!(words.ends_with(&["1".into(), "2".into(), "3".into()]), "{text}");
 }
 
-#[test]
-fn ten_minutes_of_silence_gives_no_text() {
-    let tmp = tempfile::tempdir().unwrap();
-    let silence = tmp.path().join("silence.wav");
-    // Quiet noise of a real room rather than digital zeros, which tiny models like to fill.
+/// Uniform noise of peak amplitude `amp` from a fixed xorshift generator.
+fn noise(seconds: usize, amp: f32) -> Vec<f32> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let samples: Vec<f32> = (0..16_000 * 600)
+    (0..16_000 * seconds)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2e-4 - 1e-4
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
         })
-        .collect();
-    write_wav_i16(&silence, &samples, 16_000, 1);
-    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&silence));
+        .collect()
+}
+
+#[test]
+fn ten_minutes_of_silence_and_a_minute_of_room_noise_give_no_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ten minutes of a very quiet room (-85 dBFS): stopped by the level gate before the model.
+    let silence = tmp.path().join("silence.wav");
+    write_wav_i16(&silence, &noise(600, 1e-4), 16_000, 1);
+    // A minute of louder hiss (-45 dBFS), above the gate: Whisper's own no-speech
+    // probability must drop it.
+    let hiss = tmp.path().join("hiss.wav");
+    write_wav_i16(&hiss, &noise(60, 1e-2), 16_000, 1);
+    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").arg(&silence).arg(&hiss));
     assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let words = normalize(v["text"].as_str().unwrap());
-    assert!(words.len() <= 2, "hallucinated text from silence: {:?}", v["text"]);
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let words = normalize(v["text"].as_str().unwrap());
+        assert!(words.len() <= 2, "hallucinated text from {}: {:?}", v["file"], v["text"]);
+    }
+    assert_eq!(stdout.lines().count(), 2);
 }
 
 #[test]

@@ -46,7 +46,7 @@ pub struct WindowResult {
     pub no_speech_prob: f32,
     pub temperature: f32,
     pub compression_ratio: f32,
-    /// True when the window was judged silent and its text dropped.
+    /// True when the window was judged silent or unintelligible and its text dropped.
     pub silent: bool,
 }
 
@@ -96,24 +96,28 @@ impl<'a> WindowDecoder<'a> {
     }
 
     /// Decodes a window whose cross-attention state is in `state`, retrying at higher
-    /// temperatures while the result looks wrong.
+    /// temperatures while the result looks wrong. When no temperature gives a confident,
+    /// non-repeating result, the window is noise the model cannot read (on hiss, tiny models
+    /// loop on "." greedily and invent whole sentences at high temperature) and its text is
+    /// dropped: an appliance should say it did not catch that rather than act on invented words.
     pub fn decode(&mut self, state: &mut DecoderState, prompt: &[u32]) -> candle_core::Result<WindowResult> {
         let o = self.options;
         let mut result = None;
+        let mut accepted = false;
         for &temperature in &o.temperatures {
             state.reset();
             let r = self.sample(state, prompt, temperature)?;
             let unsure = r.avg_logprob < o.logprob_threshold;
             let looping = r.compression_ratio > o.compression_ratio_threshold;
             let silence = r.no_speech_prob > o.no_speech_threshold && unsure;
-            let done = silence || !(unsure || looping);
+            accepted = !(unsure || looping);
             result = Some(r);
-            if done {
+            if silence || accepted {
                 break;
             }
         }
         let mut r = result.expect("at least one temperature is configured");
-        if r.no_speech_prob > o.no_speech_threshold && r.avg_logprob < o.logprob_threshold {
+        if !accepted {
             r.silent = true;
             r.text.clear();
             r.tokens.clear();

@@ -166,7 +166,9 @@ impl Transcriber {
         while seek < mel.content_frames {
             let end = window_end(&loudness, seek, mel.content_frames);
             let window_audio = &samples[seek * mel::HOP..(end * mel::HOP).min(samples.len())];
-            if peak_level_dbfs(window_audio) < self.options.silence_threshold_dbfs {
+            let level = peak_level_dbfs(window_audio);
+            if level < self.options.silence_threshold_dbfs {
+                tracing::debug!(seek_s = seek as f32 / 100.0, level_dbfs = level, "window below the silence threshold");
                 windows.push(WindowResult::silence());
                 seek = end;
                 continue;
@@ -181,6 +183,16 @@ impl Transcriber {
             let result = decoder.decode(&mut state, &prompt)?;
             timings.decoder_s += t.elapsed().as_secs_f64();
             timings.tokens += result.tokens.len();
+            tracing::debug!(
+                seek_s = seek as f32 / 100.0,
+                no_speech = result.no_speech_prob,
+                avg_logprob = result.avg_logprob,
+                temperature = result.temperature,
+                compression = result.compression_ratio,
+                silent = result.silent,
+                text = %result.text,
+                "decoded window"
+            );
             windows.push(result);
             seek = end;
         }
