@@ -54,13 +54,7 @@ pub(crate) struct Staged {
 impl Staged {
     /// Starts a staging file for `dest`, creating the parent directory.
     pub(crate) fn new(dest: &Path) -> Result<Staged, ModelError> {
-        let dir = parent_of(dest);
-        std::fs::create_dir_all(dir).at("create directory", dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".wick-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .at("create a temporary file in", dir)?;
+        let tmp = temp_beside(dest)?;
         Ok(Staged {
             tmp,
             hasher: Sha256::new(),
@@ -158,6 +152,18 @@ pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// A `.wick-*.part` temporary file in `dest`'s directory (created if needed), so the final
+/// rename stays on one filesystem and a killed process leaves only recognisable debris.
+pub(crate) fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+    let dir = parent_of(dest);
+    std::fs::create_dir_all(dir).at("create directory", dir)?;
+    tempfile::Builder::new()
+        .prefix(".wick-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .at("create a temporary file in", dir)
 }
 
 pub(crate) fn parent_of(path: &Path) -> &Path {

@@ -96,13 +96,7 @@ pub(crate) fn fetch(
 /// Moves a verified blob to `dest` through a temporary name in its directory;
 /// copies when the cache sits on another filesystem.
 fn install(blob: &Path, dest: &Path) -> Result<(), ModelError> {
-    let dir = checksum::parent_of(dest);
-    std::fs::create_dir_all(dir).at("create directory", dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".wick-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .at("create a temporary file in", dir)?;
+    let tmp = checksum::temp_beside(dest)?;
     if std::fs::rename(blob, tmp.path()).is_err() {
         std::fs::copy(blob, tmp.path()).at("copy into", tmp.path())?;
         remove_if_exists(blob)?;

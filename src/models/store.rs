@@ -288,49 +288,49 @@ impl Store {
         Ok(dir)
     }
 
-    /// Every file of `set` (or of all sets), in manifest order.
-    pub fn list(&self, set: Option<&str>) -> Result<Vec<FileStatus>, ModelError> {
+    /// Every file of `set` (or of all sets), in manifest order, with where it lives.
+    fn files<'m>(&'m self, set: Option<&str>) -> Result<Vec<(&'m ModelSet, &'m Role, &'m ModelFile, PathBuf)>, ModelError> {
         let mut out = Vec::new();
         for s in self.sets(set)? {
             for role in &s.roles {
                 let dir = self.role_dir(&s.name, &role.name);
-                for f in &role.files {
-                    let path = dir.join(&f.path);
-                    out.push(FileStatus {
-                        set: s.name.clone(),
-                        role: role.name.clone(),
-                        name: f.path.clone(),
-                        present: path.is_file(),
-                        path,
-                        sha256: f.sha256.clone(),
-                        size: f.size,
-                    });
-                }
+                out.extend(role.files.iter().map(|f| (s, role, f, dir.join(&f.path))));
             }
         }
         Ok(out)
     }
 
+    /// Every file of `set` (or of all sets), in manifest order.
+    pub fn list(&self, set: Option<&str>) -> Result<Vec<FileStatus>, ModelError> {
+        Ok(self
+            .files(set)?
+            .into_iter()
+            .map(|(s, role, f, path)| FileStatus {
+                set: s.name.clone(),
+                role: role.name.clone(),
+                name: f.path.clone(),
+                present: path.is_file(),
+                path,
+                sha256: f.sha256.clone(),
+                size: f.size,
+            })
+            .collect())
+    }
+
     /// Re-hashes every present file of `set` (or of all sets).
     pub fn verify(&self, set: Option<&str>) -> Result<Vec<VerifyOutcome>, ModelError> {
-        let mut out = Vec::new();
-        for s in self.sets(set)? {
-            for role in &s.roles {
-                let dir = self.role_dir(&s.name, &role.name);
-                for f in &role.files {
-                    let path = dir.join(&f.path);
-                    let check = check_file(&path, f, true)?;
-                    out.push(VerifyOutcome {
-                        set: s.name.clone(),
-                        role: role.name.clone(),
-                        name: f.path.clone(),
-                        path,
-                        check,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        self.files(set)?
+            .into_iter()
+            .map(|(s, role, f, path)| {
+                Ok(VerifyOutcome {
+                    set: s.name.clone(),
+                    role: role.name.clone(),
+                    name: f.path.clone(),
+                    check: check_file(&path, f, true)?,
+                    path,
+                })
+            })
+            .collect()
     }
 }
 
