@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     models_dir: Option<PathBuf>,
     /// Model manifest to use instead of the built-in one (also: WICK_MANIFEST).
-    #[arg(long, global = true, value_name = "FILE", env = "WICK_MANIFEST")]
+    #[arg(long, global = true, value_name = "FILE", env = "WICK_MANIFEST", hide_env_values = true)]
     manifest: Option<PathBuf>,
     /// CPU threads for inference (overrides runtime.threads; 0 = all cores).
     #[arg(long, global = true, value_name = "N")]
@@ -183,6 +183,8 @@ impl Context_ {
             None => Manifest::builtin()?,
         };
         let dir = wick::models::resolve_models_dir(self.models_dir.clone(), self.config.models.dir.clone());
+        // Absolute, so that `models list` reports paths usable from any directory.
+        let dir = std::path::absolute(&dir).with_context(|| format!("models directory {}", dir.display()))?;
         Ok(Store::new(dir, manifest))
     }
 
