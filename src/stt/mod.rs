@@ -123,17 +123,14 @@ impl Transcriber {
         let weights = file("model.safetensors")?;
         // f16 halves memory traffic on the GPU; CPU matmuls are fastest in f32.
         let dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
-        let bad = |e: candle_core::Error| SttError::BadModel {
+        let corrupt = |what: String| SttError::BadModel {
             path: weights.clone(),
             message: format!(
-                "cannot load Whisper weights ({e}); the file may be truncated or corrupt: \
-                 run `wick models verify` and `wick models pull` again"
+                "{what}; the file may be truncated or corrupt: run `wick models verify` and `wick models pull` again"
             ),
         };
-        let embed_is_f16 = embedding_is_f16(&weights).map_err(|message| SttError::BadModel {
-            path: weights.clone(),
-            message: format!("{message}; the file may be truncated or corrupt: run `wick models verify` and `wick models pull` again"),
-        })?;
+        let bad = |e: candle_core::Error| corrupt(format!("cannot load Whisper weights ({e})"));
+        let embed_is_f16 = embedding_is_f16(&weights).map_err(corrupt)?;
         // SAFETY: the file is memory-mapped read-only; wick's model store never rewrites a file
         // in place (updates land under a temporary name and are renamed over it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), dtype, device) }.map_err(bad)?;
