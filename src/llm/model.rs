@@ -1,0 +1,281 @@
+//! A Llama-architecture transformer over GGUF quantized weights, in plain Candle tensor code.
+//!
+//! The layer structure follows llama.cpp's `llama` graph and Candle's `quantized_llama`, which
+//! read the same GGUF tensor names. What differs is what an appliance needs: Llama 3's RoPE
+//! frequency factors are applied, a tied output projection stays quantized (the input lookup
+//! dequantizes only the rows it needs instead of keeping an f32 copy of the vocabulary), and the
+//! KV cache is preallocated for the configured context and written in place.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+
+/// The shape of a Llama model, from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rope_dim: usize,
+    pub rope_base: f32,
+    pub rms_eps: f64,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl LlamaConfig {
+    /// Reads `llama.*` metadata; `Err` carries the missing or malformed key.
+    pub fn from_gguf(content: &gguf_file::Content) -> std::result::Result<Self, String> {
+        let md = &content.metadata;
+        let get = |key: &str| md.get(key).ok_or_else(|| format!("metadata key {key} is missing"));
+        let usize_of = |key: &str| -> std::result::Result<usize, String> {
+            get(key)?.to_u32().map(|v| v as usize).map_err(|e| format!("metadata key {key}: {e}"))
+        };
+        let n_embd = usize_of("llama.embedding_length")?;
+        let n_head = usize_of("llama.attention.head_count")?;
+        let n_kv_head = usize_of("llama.attention.head_count_kv").unwrap_or(n_head);
+        if n_head == 0 || n_embd % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(format!("inconsistent head counts: {n_head} heads, {n_kv_head} kv heads, width {n_embd}"));
+        }
+        let head_dim = n_embd / n_head;
+        let vocab_size = match usize_of("llama.vocab_size") {
+            Ok(v) => v,
+            Err(_) => content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).ok_or("no token_embd.weight tensor")?,
+        };
+        Ok(Self {
+            n_layer: usize_of("llama.block_count")?,
+            n_embd,
+            n_head,
+            n_kv_head,
+            head_dim,
+            rope_dim: usize_of("llama.rope.dimension_count").unwrap_or(head_dim),
+            rope_base: get("llama.rope.freq_base").and_then(|v| v.to_f32().map_err(|e| e.to_string())).unwrap_or(10_000.0),
+            rms_eps: get("llama.attention.layer_norm_rms_epsilon")?.to_f32().map_err(|e| e.to_string())? as f64,
+            context_length: usize_of("llama.context_length")?,
+            vocab_size,
+        })
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)
+    }
+}
+
+/// The token embedding kept quantized. Lookups dequantize only the requested rows; when the
+/// model ties its output projection to the embedding the same quantized tensor serves both.
+struct QuantizedEmbedding {
+    table: Arc<QTensor>,
+    /// Host bytes of the table when it lives on a GPU, so lookups never copy it back.
+    host: Option<Vec<u8>>,
+    n_embd: usize,
+}
+
+impl QuantizedEmbedding {
+    fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let dtype = self.table.dtype();
+        let row_bytes = self.n_embd / dtype.block_size() * dtype.type_size();
+        let vocab = self.table.shape().dims()[0];
+        let data = match &self.host {
+            Some(h) => std::borrow::Cow::Borrowed(h.as_slice()),
+            None => self.table.data()?,
+        };
+        let mut rows = Vec::with_capacity(ids.len() * row_bytes);
+        for &id in ids {
+            let id = id as usize;
+            if id >= vocab {
+                candle_core::bail!("token id {id} is outside the vocabulary of {vocab}");
+            }
+            rows.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
+        }
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &rows, vec![ids.len(), self.n_embd], &Device::Cpu)?;
+        q.dequantize(&Device::Cpu)?.to_device(device)
+    }
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    ffn_norm: RmsNorm,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    cache: KvCache,
+}
+
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed: QuantizedEmbedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    max_context: usize,
+    device: Device,
+}
+
+impl Llama {
+    /// Builds the model from an open GGUF file. `context` caps the KV cache (at most the
+    /// model's trained context).
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        content: &gguf_file::Content,
+        reader: &mut R,
+        context: usize,
+        device: &Device,
+    ) -> std::result::Result<Self, LoadError> {
+        let config = LlamaConfig::from_gguf(content).map_err(LoadError::Metadata)?;
+        let max_context = context.min(config.context_length).max(1);
+        let mut tensor = |name: &str| -> std::result::Result<QTensor, LoadError> {
+            if !content.tensor_infos.contains_key(name) {
+                return Err(LoadError::MissingTensor(name.to_string()));
+            }
+            content.tensor(reader, name, device).map_err(|e| LoadError::Tensor { name: name.to_string(), source: e })
+        };
+        let qmm = |t: QTensor| QMatMul::from_arc(Arc::new(t)).map_err(LoadError::Candle);
+        let norm = |t: QTensor, eps| -> std::result::Result<RmsNorm, LoadError> {
+            Ok(RmsNorm { weight: t.dequantize(device).map_err(LoadError::Candle)?, eps })
+        };
+
+        let table = Arc::new(tensor("token_embd.weight")?);
+        let host = if device.is_cpu() { None } else { Some(table.data().map_err(LoadError::Candle)?.into_owned()) };
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            qmm(tensor("output.weight")?)?
+        } else {
+            QMatMul::from_arc(table.clone()).map_err(LoadError::Candle)?
+        };
+        let embed = QuantizedEmbedding { table, host, n_embd: config.n_embd };
+        let rope_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
+            Some(tensor("rope_freqs.weight")?.dequantize(&Device::Cpu).map_err(LoadError::Candle)?.to_vec1::<f32>().map_err(LoadError::Candle)?)
+        } else {
+            None
+        };
+        let (cos, sin) = rope_tables(&config, rope_factors.as_deref(), max_context, device).map_err(LoadError::Candle)?;
+
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let p = |n: &str| format!("blk.{i}.{n}.weight");
+            layers.push(Layer {
+                attn_norm: norm(tensor(&p("attn_norm"))?, config.rms_eps)?,
+                q: qmm(tensor(&p("attn_q"))?)?,
+                k: qmm(tensor(&p("attn_k"))?)?,
+                v: qmm(tensor(&p("attn_v"))?)?,
+                o: qmm(tensor(&p("attn_output"))?)?,
+                ffn_norm: norm(tensor(&p("ffn_norm"))?, config.rms_eps)?,
+                gate: qmm(tensor(&p("ffn_gate"))?)?,
+                up: qmm(tensor(&p("ffn_up"))?)?,
+                down: qmm(tensor(&p("ffn_down"))?)?,
+                cache: KvCache::new(2, max_context),
+            });
+        }
+        let norm = norm(tensor("output_norm.weight")?, config.rms_eps)?;
+        Ok(Self { config, embed, layers, norm, output, cos, sin, max_context, device: device.clone() })
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn position(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.cache.current_seq_len())
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// Empties the KV cache.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|l| l.cache.reset());
+    }
+
+    /// Runs `tokens` after the cached ones and returns the f32 logits of the last position.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let n = tokens.len();
+        let offset = self.position();
+        if n == 0 || offset + n > self.max_context {
+            candle_core::bail!("{} tokens do not fit after {offset} in a context of {}", n, self.max_context);
+        }
+        let c = &self.config;
+        let (n_head, n_kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let cos = self.cos.narrow(0, offset, n)?;
+        let sin = self.sin.narrow(0, offset, n)?;
+        let mask = (n > 1).then(|| causal_mask(n, offset, &self.device)).transpose()?;
+        let mut x = self.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
+        for layer in &mut self.layers {
+            let h = layer.attn_norm.forward(&x)?;
+            let heads = |t: Tensor, count: usize| t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous();
+            let q = heads(layer.q.forward(&h)?, n_head)?;
+            let k = heads(layer.k.forward(&h)?, n_kv)?;
+            let v = heads(layer.v.forward(&h)?, n_kv)?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
+            // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
+            // the group into the query length lets one matmul per kv head do the work.
+            let group = n_head / n_kv;
+            let q = q.reshape((1, n_kv, group * n, hd))?;
+            let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?;
+            if let Some(mask) = &mask {
+                let total = offset + n;
+                scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((1, n_kv, group * n, total))?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs.matmul(&v.contiguous()?)?.reshape((1, n_head, n, hd))?.transpose(1, 2)?.reshape((1, n, n_head * hd))?;
+            x = (x + layer.o.forward(&ctx)?)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (&x + layer.down.forward(&ffn)?)?;
+        }
+        let last = x.narrow(1, n - 1, 1)?;
+        let logits = self.output.forward(&self.norm.forward(&last)?)?;
+        logits.flatten_all()?.to_dtype(DType::F32)
+    }
+}
+
+/// cos/sin tables `[max_context, rope_dim / 2]` for interleaved RoPE. Llama 3 divides each
+/// frequency by a per-dimension factor (`rope_freqs.weight`) to stretch its context.
+fn rope_tables(c: &LlamaConfig, factors: Option<&[f32]>, max_context: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = c.rope_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| {
+            let f = 1.0 / c.rope_base.powf(2.0 * i as f32 / c.rope_dim as f32);
+            f / factors.and_then(|fs| fs.get(i)).copied().unwrap_or(1.0)
+        })
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+    let positions = Tensor::arange(0u32, max_context as u32, device)?.to_dtype(DType::F32)?.reshape((max_context, 1))?;
+    let angles = positions.matmul(&inv_freq)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// `[n, offset + n]` additive mask: query i sees cache positions `0..=offset + i`.
+fn causal_mask(n: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| (0..offset + n).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_slice(&mask, (n, offset + n), device)
+}
+
+/// Why a GGUF could not become a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Metadata(String),
+    #[error("tensor {0} is missing")]
+    MissingTensor(String),
+    #[error("cannot read tensor {name}: {source}")]
+    Tensor { name: String, source: candle_core::Error },
+    #[error("{0}")]
+    Candle(candle_core::Error),
+}

@@ -1,0 +1,182 @@
+//! Synthetic GGUF models with exactly the tensors (names, shapes, quantization types) of real
+//! ones, filled with random quantized blocks, so speed and memory can be measured without a
+//! multi-gigabyte download. The values mean nothing; the work per token is the real model's.
+
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::Device;
+
+/// A model shape to imitate.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    n_layer: usize,
+    n_embd: usize,
+    n_ff: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    vocab: usize,
+}
+
+/// Llama 3.2 Instruct at Q4_K_M, as llama.cpp quantizes it.
+pub const SPECS: &[Spec] = &[
+    Spec { name: "llama-3.2-3b-q4_k_m", n_layer: 28, n_embd: 3072, n_ff: 8192, n_head: 24, n_kv_head: 8, vocab: 128_256 },
+    Spec { name: "llama-3.2-1b-q4_k_m", n_layer: 16, n_embd: 2048, n_ff: 8192, n_head: 32, n_kv_head: 8, vocab: 128_256 },
+];
+
+pub fn spec(name: &str) -> Option<Spec> {
+    SPECS.iter().copied().find(|s| s.name == name)
+}
+
+/// Q4_K_M gives attn_v and ffn_down more bits on the first and last eighth of the layers and
+/// on every third layer between (llama.cpp's rule).
+fn more_bits(layer: usize, n_layer: usize) -> bool {
+    // The first test guarantees the subtraction cannot underflow.
+    layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2
+}
+
+/// Llama 3's RoPE frequency factors (scale 32, low/high frequency factors 1 and 4, original
+/// context 8192), as stored in `rope_freqs.weight`.
+fn llama3_rope_factors(head_dim: usize, base: f32) -> Vec<f32> {
+    let (factor, low, high, original) = (32.0f32, 1.0f32, 4.0f32, 8192.0f32);
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(2.0 * i as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// Random quantized blocks with small, finite scales.
+fn random_blocks(dtype: GgmlDType, rows: usize, cols: usize, state: &mut u64) -> candle_core::Result<QTensor> {
+    let n_blocks = rows * cols / dtype.block_size();
+    let block = dtype.type_size();
+    let mut data = vec![0u8; n_blocks * block];
+    for chunk in data.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let bytes = state.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    let scale = half::f16::from_f32(0.002).to_le_bytes();
+    for b in data.chunks_mut(block) {
+        match dtype {
+            // d and dmin lead the block.
+            GgmlDType::Q4K => {
+                b[0..2].copy_from_slice(&scale);
+                b[2..4].copy_from_slice(&scale);
+            }
+            // d closes the block.
+            GgmlDType::Q6K => b[block - 2..].copy_from_slice(&scale),
+            _ => candle_core::bail!("synthetic models use Q4_K and Q6_K only"),
+        }
+    }
+    qtensor_from_ggml(dtype, &data, vec![rows, cols], &Device::Cpu)
+}
+
+fn f32_tensor(values: Vec<f32>) -> candle_core::Result<QTensor> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    qtensor_from_ggml(GgmlDType::F32, &bytes, vec![values.len()], &Device::Cpu)
+}
+
+/// Writes the synthetic model `spec` to `path` (through a temporary name).
+pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
+    use gguf_file::Value;
+    let head_dim = spec.n_embd / spec.n_head;
+    let base = 500_000.0f32;
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("general.name", Value::String(format!("wick synthetic {}", spec.name))),
+        ("llama.block_count", Value::U32(spec.n_layer as u32)),
+        ("llama.context_length", Value::U32(131_072)),
+        ("llama.embedding_length", Value::U32(spec.n_embd as u32)),
+        ("llama.feed_forward_length", Value::U32(spec.n_ff as u32)),
+        ("llama.attention.head_count", Value::U32(spec.n_head as u32)),
+        ("llama.attention.head_count_kv", Value::U32(spec.n_kv_head as u32)),
+        ("llama.rope.dimension_count", Value::U32(head_dim as u32)),
+        ("llama.rope.freq_base", Value::F32(base)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.vocab_size", Value::U32(spec.vocab as u32)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(128_000)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(128_009)),
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let (d, kv, ff) = (spec.n_embd, spec.n_kv_head * head_dim, spec.n_ff);
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), random_blocks(GgmlDType::Q6K, spec.vocab, d, &mut state)?),
+        ("output_norm.weight".into(), f32_tensor(vec![1.0; d])?),
+        ("rope_freqs.weight".into(), f32_tensor(llama3_rope_factors(head_dim, base))?),
+    ];
+    for i in 0..spec.n_layer {
+        let wide = if more_bits(i, spec.n_layer) { GgmlDType::Q6K } else { GgmlDType::Q4K };
+        let mut add = |name: &str, t: QTensor| tensors.push((format!("blk.{i}.{name}.weight"), t));
+        add("attn_norm", f32_tensor(vec![1.0; d])?);
+        add("ffn_norm", f32_tensor(vec![1.0; d])?);
+        // Shapes as QTensor dims: [output rows, input columns] (GGUF lists them reversed).
+        add("attn_q", random_blocks(GgmlDType::Q4K, d, d, &mut state)?);
+        add("attn_k", random_blocks(GgmlDType::Q4K, kv, d, &mut state)?);
+        add("attn_v", random_blocks(wide, kv, d, &mut state)?);
+        add("attn_output", random_blocks(GgmlDType::Q4K, d, d, &mut state)?);
+        add("ffn_gate", random_blocks(GgmlDType::Q4K, ff, d, &mut state)?);
+        add("ffn_up", random_blocks(GgmlDType::Q4K, ff, d, &mut state)?);
+        add("ffn_down", random_blocks(wide, d, ff, &mut state)?);
+    }
+    let tmp = path.with_extension("gguf.part");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut file, &md, &ts)?;
+    file.into_inner().map_err(|e| candle_core::Error::Msg(e.to_string()))?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_k_m_gives_the_documented_layers_more_bits() {
+        let wide: Vec<usize> = (0..28).filter(|&i| more_bits(i, 28)).collect();
+        assert_eq!(wide, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]);
+    }
+
+    #[test]
+    fn llama3_factors_span_one_to_thirty_two() {
+        let f = llama3_rope_factors(128, 500_000.0);
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 32.0);
+        assert!(f.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_small_synthetic_model_loads_and_runs() {
+        let spec = Spec { name: "tiny", n_layer: 3, n_embd: 256, n_ff: 512, n_head: 4, n_kv_head: 2, vocab: 1000 };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write(spec, &path).unwrap();
+        let mut file = crate::llm::GgufFile::open(&path).unwrap();
+        let names: Vec<_> = file.content.tensor_infos.keys().cloned().collect();
+        assert_eq!(names.len(), 3 + 9 * 3);
+        let info = &file.content.tensor_infos["blk.2.attn_v.weight"];
+        assert_eq!(info.ggml_dtype, GgmlDType::Q6K);
+        assert_eq!(info.shape.dims(), &[128, 256]);
+        let mut model = file.load_model(64, &Device::Cpu).unwrap();
+        let logits = model.forward(&[1, 2, 3]).unwrap();
+        assert_eq!(logits.dims(), &[1000]);
+        let v: Vec<f32> = logits.to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+}
