@@ -115,3 +115,79 @@ fn bad_model_files_are_clear_errors() {
     let e = GgufFile::open(&tmp.path().join("missing.gguf")).err().unwrap().to_string();
     assert!(e.contains("missing.gguf") && e.contains("wick models pull"), "{e}");
 }
+
+fn engine(context: usize) -> wick::llm::engine::Engine {
+    wick::llm::engine::Engine::open(&gguf(), context, &Device::Cpu).unwrap()
+}
+
+fn greedy(max_tokens: usize) -> wick::llm::engine::GenerateOptions {
+    wick::llm::engine::GenerateOptions { max_tokens, sampling: wick::llm::sampling::SamplingOptions::greedy() }
+}
+
+#[test]
+fn rendered_prompts_match_llama_cpp_ids_and_stream_the_answer() {
+    use wick::llm::engine::Conversation;
+    let reference = reference();
+    let mut engine = engine(2048);
+    for case in reference["cases"].as_array().unwrap() {
+        let messages = case["messages"].as_array().unwrap();
+        let text = |m: &serde_json::Value| m["content"].as_str().unwrap().to_string();
+        let system = messages.iter().find(|m| m["role"] == "system").map(text).unwrap_or_default();
+        let rest: Vec<&serde_json::Value> = messages.iter().filter(|m| m["role"] != "system").collect();
+        let (last, history) = rest.split_last().unwrap();
+        let turns = history.chunks(2).map(|p| (text(p[0]), text(p[1]))).collect();
+        let mut conv = Conversation::with_history(system, turns);
+        let mut streamed = String::new();
+        let reply = engine.reply(&mut conv, &text(last), &greedy(8), &mut |d| streamed.push_str(d), &|| false).unwrap();
+        assert_eq!(reply.prompt_ids, ids(&case["prompt_ids"]), "{}", case["name"]);
+        assert_eq!(reply.prefill_tokens, reply.prompt_ids.len());
+        assert_eq!(streamed, reply.text);
+        let want = ids(&case["greedy_ids"]);
+        assert_eq!(reply.gen_ids[0], want[0], "{}: first token", case["name"]);
+    }
+}
+
+#[test]
+fn a_second_turn_reuses_the_cache_and_remembers_the_first() {
+    use wick::llm::engine::Conversation;
+    let mut engine = engine(2048);
+    let mut conv = Conversation::new("You are a helpful assistant. Answer in one short sentence.");
+    let first = engine.reply(&mut conv, "What is the capital of France?", &greedy(40), &mut |_| {}, &|| false).unwrap();
+    // "That city" only means Paris through the first turn.
+    let second = engine.reply(&mut conv, "What is the population of that city?", &greedy(20), &mut |_| {}, &|| false).unwrap();
+    eprintln!("turn 1: {:?}\nturn 2: {:?} (prefilled {} of {} tokens)", first.text, second.text, second.prefill_tokens, second.prompt_ids.len());
+    // Only the new turn was run through the model: the previous answer's last token plus the
+    // user message and the assistant prompt.
+    let new_turn = engine
+        .tokenizer
+        .encode("\n<|im_start|>user\nWhat is the population of that city?<|im_end|>\n<|im_start|>assistant\n", true)
+        .unwrap();
+    assert_eq!(second.prefill_tokens, new_turn.len() + 1);
+    assert_eq!(second.prompt_ids.len(), first.prompt_ids.len() + first.gen_ids.len() + new_turn.len());
+    assert!(second.prompt_ids.starts_with(&first.prompt_ids));
+    assert!(first.finished && first.text.contains("Paris"), "{:?}", first.text);
+    assert!(second.text.contains("Paris"), "the answer should use the first turn: {:?}", second.text);
+}
+
+#[test]
+fn cancel_stops_generation_and_long_prompts_are_refused() {
+    use std::cell::Cell;
+    use wick::llm::engine::Conversation;
+    use wick::llm::LlmError;
+    let mut engine = engine(128);
+    let mut conv = Conversation::new("");
+    let produced = Cell::new(0);
+    let reply = engine
+        .reply(&mut conv, "Count from one to fifty.", &greedy(100), &mut |_| produced.set(produced.get() + 1), &|| produced.get() >= 3)
+        .unwrap();
+    assert!(!reply.finished);
+    assert!(reply.gen_ids.len() <= 4, "generation went on after the cancel: {:?}", reply.gen_ids);
+    // The cancelled turn stays usable: the next one answers.
+    let next = engine.reply(&mut conv, "Say hello.", &greedy(10), &mut |_| {}, &|| false).unwrap();
+    assert!(!next.gen_ids.is_empty());
+
+    let long = "word ".repeat(400);
+    let e = engine.reply(&mut Conversation::new(""), &long, &greedy(10), &mut |_| {}, &|| false).unwrap_err();
+    assert!(matches!(e, LlmError::PromptTooLong { context: 128, .. }), "{e}");
+    assert!(e.to_string().contains("context"), "{e}");
+}

@@ -1,6 +1,8 @@
 //! The language model: quantized Llama-architecture GGUF models on Candle, their tokenizer,
 //! and generation.
 
+pub mod chat;
+pub mod engine;
 pub mod model;
 pub mod sampling;
 pub mod synthetic;
@@ -27,6 +29,12 @@ pub enum LlmError {
     Architecture { path: PathBuf, arch: String },
     #[error("{}: {source}", path.display())]
     Load { path: PathBuf, source: Box<LoadError> },
+    #[error("{}: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("the prompt needs {tokens} tokens and the answer up to {max_tokens}, more than the context of {context}; shorten the prompt or raise the context")]
+    PromptTooLong { tokens: usize, max_tokens: usize, context: usize },
+    #[error("generation failed: {0}")]
+    Generate(String),
 }
 
 /// An opened GGUF file whose header has been checked.

@@ -1,0 +1,194 @@
+//! Conversations with the language model. The conversation lives in the model's KV cache: the
+//! system prompt is prefilled once, each turn feeds only its own new tokens, and when the
+//! context would overflow the oldest turns are dropped and the rest prefilled again.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+
+use super::chat::ChatTemplate;
+use super::sampling::{Sampler, SamplingOptions};
+use super::tokenizer::LlmTokenizer;
+use super::{GgufFile, Llama, LlmError};
+
+pub struct Engine {
+    pub model: Llama,
+    pub tokenizer: LlmTokenizer,
+    pub template: ChatTemplate,
+    end_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingOptions,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_tokens: 256, sampling: SamplingOptions::default() }
+    }
+}
+
+/// A conversation: its text, and which of its tokens the model's KV cache holds.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    pub system: String,
+    /// Finished (user, assistant) turns.
+    pub turns: Vec<(String, String)>,
+    /// Tokens in the KV cache, in order.
+    cached: Vec<u32>,
+    /// Sampled tokens not yet run through the model (the last token of the previous answer).
+    unfed: Vec<u32>,
+}
+
+impl Conversation {
+    pub fn new(system: impl Into<String>) -> Self {
+        Self { system: system.into(), ..Default::default() }
+    }
+
+    /// Starts from earlier turns given as text (their tokens are prefilled with the next turn).
+    pub fn with_history(system: impl Into<String>, turns: Vec<(String, String)>) -> Self {
+        Self { system: system.into(), turns, ..Default::default() }
+    }
+}
+
+/// What one turn produced and what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub text: String,
+    /// Every token in the context when generation started (the rendered prompt).
+    pub prompt_ids: Vec<u32>,
+    /// How many of those this turn had to run through the model.
+    pub prefill_tokens: usize,
+    /// Generated tokens, the end token included when reached.
+    pub gen_ids: Vec<u32>,
+    /// The answer ended with the template's end token (not the token limit or a cancel).
+    pub finished: bool,
+    pub prefill_s: f64,
+    pub first_token_s: f64,
+    pub decode_s: f64,
+}
+
+impl Engine {
+    /// Opens a GGUF model with its tokenizer and chat template, with a KV cache of `context` tokens.
+    pub fn open(path: &Path, context: usize, device: &Device) -> Result<Self, LlmError> {
+        let mut file = GgufFile::open(path)?;
+        let tokenizer = LlmTokenizer::load(path, &file.content).map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let template = ChatTemplate::from_gguf(&file.content).map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let end_ids = template.end_tokens().iter().filter_map(|t| tokenizer.token_id(t)).chain(std::iter::once(tokenizer.eos)).collect();
+        let model = file.load_model(context, device)?;
+        Ok(Self { model, tokenizer, template, end_ids })
+    }
+
+    pub fn is_end(&self, id: u32) -> bool {
+        self.end_ids.contains(&id)
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        self.tokenizer.encode(text, true).map_err(|e| LlmError::Generate(e.to_string()))
+    }
+
+    /// The whole conversation plus `user`, rendered and tokenized.
+    fn full_prompt(&self, conv: &Conversation, skip_turns: usize, user: &str) -> Result<Vec<u32>, LlmError> {
+        let mut messages: Vec<(&str, &str)> = Vec::new();
+        if !conv.system.is_empty() {
+            messages.push(("system", &conv.system));
+        }
+        for (u, a) in &conv.turns[skip_turns..] {
+            messages.push(("user", u));
+            messages.push(("assistant", a));
+        }
+        messages.push(("user", user));
+        self.encode(&self.template.render(&messages))
+    }
+
+    /// The tokens to feed for this turn, resetting the cache when it cannot be extended.
+    fn turn_tokens(&mut self, conv: &mut Conversation, user: &str, max_tokens: usize) -> Result<Vec<u32>, LlmError> {
+        let context = self.model.max_context();
+        let continuing = !conv.cached.is_empty() && self.model.position() == conv.cached.len();
+        if continuing {
+            let mut feed = std::mem::take(&mut conv.unfed);
+            if !feed.last().is_some_and(|&t| self.is_end(t)) {
+                feed.extend(self.encode(self.template.end_tokens()[0])?);
+            }
+            let text = format!("{}{}{}", self.template.after_generated(), self.template.message("user", user), self.template.assistant_prompt());
+            feed.extend(self.encode(&text)?);
+            if conv.cached.len() + feed.len() + max_tokens <= context {
+                return Ok(feed);
+            }
+        }
+        // Start over from text, dropping the oldest turns until the prompt and answer fit.
+        self.model.reset();
+        conv.cached.clear();
+        conv.unfed.clear();
+        for skip in 0..=conv.turns.len() {
+            let ids = self.full_prompt(conv, skip, user)?;
+            if ids.len() + max_tokens <= context {
+                conv.turns.drain(..skip);
+                return Ok(ids);
+            }
+        }
+        let needed = self.full_prompt(conv, conv.turns.len(), user)?.len();
+        Err(LlmError::PromptTooLong { tokens: needed, max_tokens, context })
+    }
+
+    /// Answers `user`, streaming text deltas to `on_text`; `cancelled` is checked before every
+    /// decoded token, so a barge-in stops generation within one token.
+    pub fn reply(
+        &mut self,
+        conv: &mut Conversation,
+        user: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Reply, LlmError> {
+        let feed = self.turn_tokens(conv, user, options.max_tokens)?;
+        let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
+        let start = Instant::now();
+        let mut logits = self.model.forward(&feed).map_err(fail)?;
+        conv.cached.extend(&feed);
+        let mut reply = Reply { prompt_ids: conv.cached.clone(), prefill_tokens: feed.len(), ..Default::default() };
+        reply.prefill_s = start.elapsed().as_secs_f64();
+
+        let mut sampler = Sampler::new(options.sampling.clone());
+        let mut stream = self.tokenizer.stream();
+        let decode_start = Instant::now();
+        // The last sampled token until it has been run through the model.
+        let mut pending = None;
+        while reply.gen_ids.len() < options.max_tokens && !cancelled() {
+            let mut values = logits.to_vec1::<f32>().map_err(fail)?;
+            let next = sampler.sample(&mut values, &conv.cached);
+            if reply.gen_ids.is_empty() {
+                reply.first_token_s = start.elapsed().as_secs_f64();
+            }
+            reply.gen_ids.push(next);
+            pending = Some(next);
+            if self.is_end(next) {
+                reply.finished = true;
+                break;
+            }
+            if let Some(delta) = stream.push(next) {
+                on_text(&delta);
+                reply.text.push_str(&delta);
+            }
+            if reply.gen_ids.len() == options.max_tokens || cancelled() {
+                break;
+            }
+            logits = self.model.forward(&[next]).map_err(fail)?;
+            conv.cached.push(next);
+            pending = None;
+        }
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
+            reply.text.push_str(&rest);
+        }
+        reply.decode_s = decode_start.elapsed().as_secs_f64();
+        // A token sampled but not yet run through the model is fed with the next turn.
+        conv.unfed = pending.into_iter().collect();
+        conv.turns.push((user.to_string(), reply.text.clone()));
+        Ok(reply)
+    }
+}
