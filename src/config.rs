@@ -23,7 +23,42 @@ pub enum ConfigError {
 pub struct Config {
     pub models: ModelsConfig,
     pub stt: SttConfig,
+    pub llm: LlmConfig,
     pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// A GGUF file to use instead of the model set's.
+    pub model: Option<PathBuf>,
+    /// The system prompt the conversation starts with.
+    pub system: String,
+    /// Tokens the KV cache holds (capped at the model's own context).
+    pub context: usize,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repeat_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        let s = crate::llm::sampling::SamplingOptions::default();
+        Self {
+            model: None,
+            system: "You are a helpful voice assistant. Answer briefly, in plain spoken sentences.".into(),
+            context: 2048,
+            max_tokens: 256,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            repeat_penalty: s.repeat_penalty,
+            seed: s.seed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,10 +165,42 @@ impl Config {
         if !(-120.0..=0.0).contains(&s.silence_threshold_dbfs) {
             return invalid("stt.silence_threshold_dbfs", format!("is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)", s.silence_threshold_dbfs));
         }
+        let l = &self.llm;
+        if !(16..=131_072).contains(&l.context) {
+            return invalid("llm.context", format!("is {}; use 16..=131072 tokens (2048 suits a voice assistant)", l.context));
+        }
+        if l.max_tokens == 0 || l.max_tokens >= l.context {
+            return invalid("llm.max_tokens", format!("is {}; use 1 up to less than llm.context ({})", l.max_tokens, l.context));
+        }
+        if !(0.0..=5.0).contains(&l.temperature) {
+            return invalid("llm.temperature", format!("is {}; use 0.0 (greedy) ..= 5.0", l.temperature));
+        }
+        if !(l.top_p > 0.0 && l.top_p <= 1.0) {
+            return invalid("llm.top_p", format!("is {}; use a probability in (0.0, 1.0]", l.top_p));
+        }
+        if !(l.repeat_penalty >= 1.0 && l.repeat_penalty <= 10.0) {
+            return invalid("llm.repeat_penalty", format!("is {}; use 1.0 (off) ..= 10.0", l.repeat_penalty));
+        }
         if self.runtime.threads > 1024 {
             return invalid("runtime.threads", format!("is {}; use 0 for all cores or a core count", self.runtime.threads));
         }
         Ok(())
+    }
+
+    /// Generation options from `[llm]`.
+    pub fn generate_options(&self) -> crate::llm::engine::GenerateOptions {
+        let l = &self.llm;
+        crate::llm::engine::GenerateOptions {
+            max_tokens: l.max_tokens,
+            sampling: crate::llm::sampling::SamplingOptions {
+                temperature: l.temperature,
+                top_k: l.top_k,
+                top_p: l.top_p,
+                repeat_penalty: l.repeat_penalty,
+                seed: l.seed,
+                ..Default::default()
+            },
+        }
     }
 
     /// Decoding options for the transcriber, from `[stt]`.
@@ -172,6 +239,9 @@ mod tests {
         assert_eq!(c.stt.max_tokens, d.stt.max_tokens);
         assert_eq!(c.stt.silence_threshold_dbfs, d.stt.silence_threshold_dbfs);
         assert_eq!(c.runtime.threads, d.runtime.threads);
+        assert_eq!(c.llm.system, d.llm.system);
+        assert_eq!(c.generate_options().sampling, d.generate_options().sampling);
+        assert_eq!((c.llm.context, c.llm.max_tokens), (d.llm.context, d.llm.max_tokens));
     }
 
     #[test]
@@ -191,6 +261,9 @@ mod tests {
             ("[stt]\nmax_tokens = 0\n", "stt.max_tokens"),
             ("[stt]\nsilence_threshold_dbfs = 3.0\n", "stt.silence_threshold_dbfs"),
             ("[runtime]\nthreads = 100000\n", "runtime.threads"),
+            ("[llm]\ntop_p = 0.0\n", "llm.top_p"),
+            ("[llm]\ncontext = 100\nmax_tokens = 200\n", "llm.max_tokens"),
+            ("[llm]\nrepeat_penalty = 0.5\n", "llm.repeat_penalty"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} gave {e}");

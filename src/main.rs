@@ -43,6 +43,8 @@ struct Cli {
 enum Command {
     /// Turn speech in WAV files into text with Whisper.
     Transcribe(TranscribeArgs),
+    /// Talk to the language model: one answer with --prompt, else a conversation on stdin.
+    Chat(ChatArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -72,6 +74,34 @@ struct TranscribeArgs {
     /// WAV files: 8-48 kHz, mono or stereo, 16/24/32-bit integer or 32-bit float.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// GGUF model (Llama architecture); default: llm.model, else the model set's.
+    #[arg(long, value_name = "GGUF")]
+    model: Option<PathBuf>,
+    /// System prompt (default: llm.system from the config).
+    #[arg(long, value_name = "TEXT", value_parser = clap::value_parser!(std::ffi::OsString))]
+    system: Option<std::ffi::OsString>,
+    /// An earlier turn: the user's message, then the assistant's answer (repeatable).
+    #[arg(long, num_args = 2, value_names = ["USER", "ASSISTANT"], value_parser = clap::value_parser!(std::ffi::OsString))]
+    history: Vec<std::ffi::OsString>,
+    /// Answer this one message after the --history turns, then exit.
+    #[arg(long, value_name = "TEXT", value_parser = clap::value_parser!(std::ffi::OsString))]
+    prompt: Option<std::ffi::OsString>,
+    /// Always take the most likely token (no sampling, no repeat penalty).
+    #[arg(long)]
+    greedy: bool,
+    /// Most tokens in an answer (default: llm.max_tokens).
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<usize>,
+    /// Print {"text","prompt_tokens","gen_tokens","load_s","prefill_s","first_token_s","decode_tok_s"}.
+    #[arg(long)]
+    json: bool,
+    /// With --json, add "prompt_ids" (the whole rendered prompt) and "gen_ids".
+    #[arg(long, requires = "json")]
+    ids: bool,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context_ { config, models_dir: cli.models_dir, manifest: cli.manifest };
     match cli.command {
         Command::Transcribe(args) => transcribe(&ctx, args),
+        Command::Chat(args) => chat(&ctx, args),
         Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
         Command::Models(cmd) => models(&ctx, cmd),
     }
@@ -189,12 +220,29 @@ impl Context_ {
     }
 
     /// The model set to run: configured, else `default` when pulled, else `test`.
-    fn model_set(&self, store: &Store, role: &str, marker: &str) -> String {
+    fn model_set(&self, store: &Store, role: &str) -> String {
         if let Some(set) = &self.config.models.set {
             return set.clone();
         }
-        let pulled = |set: &str| store.role_dir(set, role).join(marker).is_file();
+        let pulled = |set: &str| store.require(set, role).is_ok();
         if pulled("default") || !pulled("test") { "default" } else { "test" }.to_string()
+    }
+
+    /// The model set's file for `role` whose name ends with `suffix`, checked to be present.
+    fn model_file(&self, role: &str, suffix: &str) -> Result<PathBuf> {
+        let store = self.store()?;
+        let set = self.model_set(&store, role);
+        let dir = store.require(&set, role).with_context(|| {
+            format!("no {role} model of set {set:?} (use `wick models pull --set test` for the small test set, or pass the file)")
+        })?;
+        let name = store
+            .manifest()
+            .set(&set)?
+            .role(role)
+            .and_then(|r| r.files.iter().find(|f| f.path.ends_with(suffix)))
+            .map(|f| f.path.clone())
+            .with_context(|| format!("model set {set:?} lists no {suffix} file for {role}"))?;
+        Ok(dir.join(name))
     }
 
     fn load_transcriber(&self, args: &SttModelArgs) -> Result<Transcriber> {
@@ -202,7 +250,7 @@ impl Context_ {
             (Some(dir), _) | (None, Some(dir)) => dir.clone(),
             (None, None) => {
                 let store = self.store()?;
-                let set = self.model_set(&store, "stt", "model.safetensors");
+                let set = self.model_set(&store, "stt");
                 store.require(&set, "stt").with_context(|| {
                     format!("no Whisper model of set {set:?} (use `wick models pull --set test` for the small test set, or --model-dir)")
                 })?
@@ -215,6 +263,87 @@ impl Context_ {
         let device = stt::default_device();
         Transcriber::load(&dir, options, &device).with_context(|| format!("loading Whisper from {}", dir.display()))
     }
+}
+
+/// A text argument that must be UTF-8; the error names the flag.
+fn utf8_arg(flag: &str, value: std::ffi::OsString) -> Result<String> {
+    value.into_string().map_err(|raw| {
+        anyhow::anyhow!("{flag} is not valid UTF-8 text ({:?}); pass the text in UTF-8", raw)
+    })
+}
+
+fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
+    use std::io::{BufRead, Write};
+    use wick::llm::engine::{Conversation, Engine};
+
+    let system = args.system.map(|s| utf8_arg("--system", s)).transpose()?.unwrap_or_else(|| ctx.config.llm.system.clone());
+    let history: Vec<String> = args.history.into_iter().map(|h| utf8_arg("--history", h)).collect::<Result<_>>()?;
+    let turns = history.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    let prompt = args.prompt.map(|p| utf8_arg("--prompt", p)).transpose()?;
+    let mut options = ctx.config.generate_options();
+    if args.greedy {
+        options.sampling = wick::llm::sampling::SamplingOptions::greedy();
+    }
+    if let Some(n) = args.max_tokens {
+        options.max_tokens = n;
+    }
+
+    let path = match args.model.or_else(|| ctx.config.llm.model.clone()) {
+        Some(p) => p,
+        None => ctx.model_file("llm", ".gguf")?,
+    };
+    let load_start = Instant::now();
+    let device = stt::default_device();
+    let mut engine = Engine::open(&path, ctx.config.llm.context, &device)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let mut conv = Conversation::with_history(system, turns);
+
+    let Some(prompt) = prompt else {
+        eprintln!("wick chat: {} ({} tokens of context). Type a message; an empty line or Ctrl-D ends.", path.display(), engine.model.max_context());
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.context("reading stdin")?;
+            if line.trim().is_empty() {
+                break;
+            }
+            let mut out = std::io::stdout();
+            engine.reply(&mut conv, line.trim(), &options, &mut |d| {
+                let _ = out.write_all(d.as_bytes());
+                let _ = out.flush();
+            }, &|| false)?;
+            println!();
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+
+    let mut out = std::io::stdout();
+    let json = args.json;
+    let reply = engine.reply(&mut conv, &prompt, &options, &mut |d| {
+        if !json {
+            let _ = out.write_all(d.as_bytes());
+            let _ = out.flush();
+        }
+    }, &|| false)?;
+    if json {
+        let decoded = reply.gen_ids.len().saturating_sub(1);
+        let mut v = serde_json::json!({
+            "text": reply.text,
+            "prompt_tokens": reply.prompt_ids.len(),
+            "gen_tokens": reply.gen_ids.len(),
+            "load_s": round3(load_s),
+            "prefill_s": round3(reply.prefill_s),
+            "first_token_s": round3(reply.first_token_s),
+            "decode_tok_s": if reply.decode_s > 0.0 { round3(decoded as f64 / reply.decode_s) } else { 0.0 },
+        });
+        if args.ids {
+            v["prompt_ids"] = reply.prompt_ids.into();
+            v["gen_ids"] = reply.gen_ids.into();
+        }
+        println!("{v}");
+    } else {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn transcribe(ctx: &Context_, args: TranscribeArgs) -> Result<ExitCode> {

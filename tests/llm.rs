@@ -191,3 +191,34 @@ fn cancel_stops_generation_and_long_prompts_are_refused() {
     assert!(matches!(e, LlmError::PromptTooLong { context: 128, .. }), "{e}");
     assert!(e.to_string().contains("context"), "{e}");
 }
+
+#[test]
+fn chat_command_prints_reference_prompt_ids_and_refuses_bad_text() {
+    use std::os::unix::ffi::OsStrExt;
+    let reference = reference();
+    let case = reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "two_turns").unwrap();
+    let messages = case["messages"].as_array().unwrap();
+    let text = |m: &serde_json::Value| m["content"].as_str().unwrap().to_string();
+    let mut cmd = common::wick();
+    cmd.args(["chat", "--greedy", "--json", "--ids", "--max-tokens", "8"]);
+    cmd.arg("--system").arg(text(&messages[0]));
+    for pair in messages[1..messages.len() - 1].chunks(2) {
+        cmd.arg("--history").arg(text(&pair[0])).arg(text(&pair[1]));
+    }
+    cmd.arg("--prompt").arg(text(&messages[messages.len() - 1]));
+    let (out, stdout, stderr) = common::run(&mut cmd);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(ids(&v["prompt_ids"]), ids(&case["prompt_ids"]));
+    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, ids(&case["prompt_ids"]).len());
+    let gen = ids(&v["gen_ids"]);
+    assert_eq!(gen.len(), v["gen_tokens"].as_u64().unwrap() as usize);
+    assert!(ids(&case["greedy_ids"]).starts_with(&gen[..gen.len().min(8)]), "{stdout}");
+    for key in ["load_s", "prefill_s", "first_token_s", "decode_tok_s"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {stdout}");
+    }
+
+    let (out, _, stderr) = common::run(common::wick().args(["chat", "--prompt"]).arg(std::ffi::OsStr::from_bytes(b"caf\xe9?")));
+    assert!(!out.status.success());
+    assert!(stderr.contains("--prompt is not valid UTF-8"), "{stderr}");
+}
