@@ -106,6 +106,25 @@ struct ChatArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Language model: load time, prompt and generation tokens/s, 50-token answer latency, peak RSS.
+    Llm {
+        /// GGUF model (default: llm.model, else the model set's).
+        #[arg(long, value_name = "GGUF", conflicts_with = "synthetic")]
+        model: Option<PathBuf>,
+        /// A random-valued model with a real model's tensors, written once into the models
+        /// directory: llama-3.2-3b-q4_k_m or llama-3.2-1b-q4_k_m.
+        #[arg(long, value_name = "NAME")]
+        synthetic: Option<String>,
+        /// Prompt length for the prompt-processing measurement.
+        #[arg(long, default_value_t = 128, value_name = "N")]
+        prompt_tokens: usize,
+        /// Tokens generated for the generation measurement.
+        #[arg(long, default_value_t = 64, value_name = "N")]
+        gen_tokens: usize,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Speech to text: real-time factor, front-end/encoder/decoder time, tokens, peak RSS.
     Stt {
         #[command(flatten)]
@@ -196,6 +215,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transcribe(args) => transcribe(&ctx, args),
         Command::Chat(args) => chat(&ctx, args),
         Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
+        Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
+            bench_llm(&ctx, model, synthetic, prompt_tokens, gen_tokens, json)
+        }
         Command::Models(cmd) => models(&ctx, cmd),
     }
 }
@@ -383,6 +405,46 @@ fn transcribe_file(transcriber: &Transcriber, file: &Path) -> Result<(stt::Trans
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+fn bench_llm(ctx: &Context_, model: Option<PathBuf>, synthetic: Option<String>, prompt_tokens: usize, gen_tokens: usize, json: bool) -> Result<ExitCode> {
+    use wick::llm::synthetic;
+    let path = match (model, synthetic) {
+        (Some(p), _) => p,
+        (None, Some(name)) => {
+            let names: Vec<&str> = synthetic::SPECS.iter().map(|s| s.name).collect();
+            let spec = synthetic::spec(&name).with_context(|| format!("no synthetic model {name:?}; choose one of {names:?}"))?;
+            let path = ctx.store()?.dir().join("synthetic").join(format!("{name}.gguf"));
+            if !path.is_file() {
+                std::fs::create_dir_all(path.parent().expect("a file path has a parent"))
+                    .with_context(|| format!("creating {}", path.display()))?;
+                eprintln!("writing the synthetic model {} (once)", path.display());
+                synthetic::write(spec, &path).with_context(|| format!("writing {}", path.display()))?;
+            }
+            path
+        }
+        (None, None) => match &ctx.config.llm.model {
+            Some(p) => p.clone(),
+            None => ctx.model_file("llm", ".gguf")?,
+        },
+    };
+    if prompt_tokens == 0 || gen_tokens == 0 {
+        anyhow::bail!("--prompt-tokens and --gen-tokens must be at least 1");
+    }
+    let mut file = wick::llm::GgufFile::open(&path)?;
+    let r = wick::llm::bench::run(&mut file, prompt_tokens, gen_tokens, &stt::default_device())?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("| model | threads | load s | prompt tok/s ({}) | gen tok/s ({}) | 50-token answer s | peak RSS MiB |", r.prompt_tokens, r.gen_tokens);
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} |",
+            r.model, r.threads, r.load_s, r.prompt_tok_s, r.gen_tok_s, r.answer_50_s,
+            r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_stt(ctx: &Context_, model: &SttModelArgs, json: bool, files: &[PathBuf]) -> Result<ExitCode> {

@@ -222,3 +222,18 @@ fn chat_command_prints_reference_prompt_ids_and_refuses_bad_text() {
     assert!(!out.status.success());
     assert!(stderr.contains("--prompt is not valid UTF-8"), "{stderr}");
 }
+
+#[test]
+fn bench_llm_reports_speed_and_memory() {
+    let (out, stdout, stderr) = common::run(common::wick().args(["bench", "llm", "--json", "--prompt-tokens", "16", "--gen-tokens", "4"]));
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["model"].as_str().unwrap().ends_with(".gguf"));
+    assert_eq!((v["prompt_tokens"].as_u64(), v["gen_tokens"].as_u64()), (Some(16), Some(4)));
+    for key in ["load_s", "prompt_tok_s", "gen_tok_s", "answer_50_s", "peak_rss_mb"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {stdout}");
+    }
+    let (out, _, stderr) = common::run(common::wick().args(["bench", "llm", "--synthetic", "llama-9b"]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("llama-3.2-3b-q4_k_m"), "{stderr}");
+}

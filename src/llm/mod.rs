@@ -1,6 +1,7 @@
 //! The language model: quantized Llama-architecture GGUF models on Candle, their tokenizer,
 //! and generation.
 
+pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod model;

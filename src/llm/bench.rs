@@ -1,0 +1,71 @@
+//! `wick bench llm`: load time, prompt processing and generation speed, the latency of a
+//! 50-token answer and peak memory, measured on token ids (content does not change the work).
+
+use std::time::Instant;
+
+use candle_core::Device;
+
+use super::{sampling::argmax, GgufFile, LlmError};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LlmBench {
+    pub model: String,
+    pub threads: usize,
+    pub load_s: f64,
+    pub prompt_tokens: usize,
+    pub prompt_tok_s: f64,
+    pub gen_tokens: usize,
+    pub gen_tok_s: f64,
+    /// A 32-token question answered with 50 tokens, from the first prompt token to the last.
+    pub answer_50_s: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Token ids from the middle of the vocabulary, clear of the special tokens at either end.
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| (vocab / 4 + (i * 7919) % (vocab / 2)) as u32).collect()
+}
+
+pub fn run(file: &mut GgufFile, prompt_tokens: usize, gen_tokens: usize, device: &Device) -> Result<LlmBench, LlmError> {
+    let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
+    let context = (prompt_tokens + gen_tokens).max(32 + 50) + 1;
+    let start = Instant::now();
+    let mut model = file.load_model(context, device)?;
+    // The first matmul of each weight prepares Candle's kernels; count that as loading.
+    model.forward(&prompt_ids(8, model.config.vocab_size)).map_err(fail)?;
+    model.reset();
+    let load_s = start.elapsed().as_secs_f64();
+    let vocab = model.config.vocab_size;
+
+    let t = Instant::now();
+    let mut logits = model.forward(&prompt_ids(prompt_tokens, vocab)).map_err(fail)?;
+    let prompt_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..gen_tokens {
+        let next = argmax(&logits.to_vec1::<f32>().map_err(fail)?);
+        logits = model.forward(&[next]).map_err(fail)?;
+    }
+    let gen_s = t.elapsed().as_secs_f64();
+
+    model.reset();
+    let t = Instant::now();
+    let mut logits = model.forward(&prompt_ids(32, vocab)).map_err(fail)?;
+    for _ in 0..49 {
+        let next = argmax(&logits.to_vec1::<f32>().map_err(fail)?);
+        logits = model.forward(&[next]).map_err(fail)?;
+    }
+    argmax(&logits.to_vec1::<f32>().map_err(fail)?);
+    let answer_50_s = t.elapsed().as_secs_f64();
+
+    Ok(LlmBench {
+        model: file.path.display().to_string(),
+        threads: candle_core::utils::get_num_threads(),
+        load_s,
+        prompt_tokens,
+        prompt_tok_s: prompt_tokens as f64 / prompt_s,
+        gen_tokens,
+        gen_tok_s: gen_tokens as f64 / gen_s,
+        answer_50_s,
+        peak_rss_mb: crate::bench::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+    })
+}
