@@ -126,10 +126,8 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -145,32 +143,59 @@ impl Config {
         let lang_ok = s.language == "auto"
             || (2..=3).contains(&s.language.len()) && s.language.chars().all(|c| c.is_ascii_lowercase());
         if !lang_ok {
-            return invalid("stt.language", format!("is {:?}; use a language code such as \"en\", or \"auto\"", s.language));
+            return invalid(
+                "stt.language",
+                format!("is {:?}; use a language code such as \"en\", or \"auto\"", s.language),
+            );
         }
         if s.temperatures.is_empty() || s.temperatures.iter().any(|t| !(0.0..=2.0).contains(t)) {
-            return invalid("stt.temperatures", format!("is {:?}; give one or more values in 0.0..=2.0, e.g. [0.0, 0.2, 0.4]", s.temperatures));
+            return invalid(
+                "stt.temperatures",
+                format!("is {:?}; give one or more values in 0.0..=2.0, e.g. [0.0, 0.2, 0.4]", s.temperatures),
+            );
         }
         if !(0.0..=1.0).contains(&s.no_speech_threshold) {
-            return invalid("stt.no_speech_threshold", format!("is {}; it is a probability in 0.0..=1.0", s.no_speech_threshold));
+            return invalid(
+                "stt.no_speech_threshold",
+                format!("is {}; it is a probability in 0.0..=1.0", s.no_speech_threshold),
+            );
         }
         if s.compression_ratio_threshold.is_nan() || s.compression_ratio_threshold <= 0.0 {
-            return invalid("stt.compression_ratio_threshold", format!("is {}; it must be positive (Whisper uses 2.4)", s.compression_ratio_threshold));
+            return invalid(
+                "stt.compression_ratio_threshold",
+                format!("is {}; it must be positive (Whisper uses 2.4)", s.compression_ratio_threshold),
+            );
         }
         if s.logprob_threshold.is_nan() || s.logprob_threshold > 0.0 {
-            return invalid("stt.logprob_threshold", format!("is {}; a log-probability is at most 0 (Whisper uses -1.0)", s.logprob_threshold));
+            return invalid(
+                "stt.logprob_threshold",
+                format!("is {}; a log-probability is at most 0 (Whisper uses -1.0)", s.logprob_threshold),
+            );
         }
         if !(1..=440).contains(&s.max_tokens) {
-            return invalid("stt.max_tokens", format!("is {}; use 1..=440 (the decoder holds 448 positions)", s.max_tokens));
+            return invalid(
+                "stt.max_tokens",
+                format!("is {}; use 1..=440 (the decoder holds 448 positions)", s.max_tokens),
+            );
         }
         if !(-120.0..=0.0).contains(&s.silence_threshold_dbfs) {
-            return invalid("stt.silence_threshold_dbfs", format!("is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)", s.silence_threshold_dbfs));
+            return invalid(
+                "stt.silence_threshold_dbfs",
+                format!("is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)", s.silence_threshold_dbfs),
+            );
         }
         let l = &self.llm;
         if !(16..=131_072).contains(&l.context) {
-            return invalid("llm.context", format!("is {}; use 16..=131072 tokens (2048 suits a voice assistant)", l.context));
+            return invalid(
+                "llm.context",
+                format!("is {}; use 16..=131072 tokens (2048 suits a voice assistant)", l.context),
+            );
         }
         if l.max_tokens == 0 || l.max_tokens >= l.context {
-            return invalid("llm.max_tokens", format!("is {}; use 1 up to less than llm.context ({})", l.max_tokens, l.context));
+            return invalid(
+                "llm.max_tokens",
+                format!("is {}; use 1 up to less than llm.context ({})", l.max_tokens, l.context),
+            );
         }
         if !(0.0..=5.0).contains(&l.temperature) {
             return invalid("llm.temperature", format!("is {}; use 0.0 (greedy) ..= 5.0", l.temperature));
@@ -182,7 +207,10 @@ impl Config {
             return invalid("llm.repeat_penalty", format!("is {}; use 1.0 (off) ..= 10.0", l.repeat_penalty));
         }
         if self.runtime.threads > 1024 {
-            return invalid("runtime.threads", format!("is {}; use 0 for all cores or a core count", self.runtime.threads));
+            return invalid(
+                "runtime.threads",
+                format!("is {}; use 0 for all cores or a core count", self.runtime.threads),
+            );
         }
         Ok(())
     }

@@ -6,5 +6,5 @@ pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod llm;
-pub mod stt;
 pub mod models;
+pub mod stt;

@@ -18,7 +18,11 @@ use wick::stt::{self, Transcriber};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "wick", version, about = "A local voice appliance: push to talk, Whisper hears, Llama thinks, a neural voice answers")]
+#[command(
+    name = "wick",
+    version,
+    about = "A local voice appliance: push to talk, Whisper hears, Llama thinks, a neural voice answers"
+)]
 struct Cli {
     /// Config file (default: /etc/wick/wick.toml when it exists, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
@@ -289,16 +293,17 @@ impl Context_ {
 
 /// A text argument that must be UTF-8; the error names the flag.
 fn utf8_arg(flag: &str, value: std::ffi::OsString) -> Result<String> {
-    value.into_string().map_err(|raw| {
-        anyhow::anyhow!("{flag} is not valid UTF-8 text ({:?}); pass the text in UTF-8", raw)
-    })
+    value
+        .into_string()
+        .map_err(|raw| anyhow::anyhow!("{flag} is not valid UTF-8 text ({:?}); pass the text in UTF-8", raw))
 }
 
 fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
     use std::io::{BufRead, Write};
     use wick::llm::engine::{Conversation, Engine};
 
-    let system = args.system.map(|s| utf8_arg("--system", s)).transpose()?.unwrap_or_else(|| ctx.config.llm.system.clone());
+    let system =
+        args.system.map(|s| utf8_arg("--system", s)).transpose()?.unwrap_or_else(|| ctx.config.llm.system.clone());
     let history: Vec<String> = args.history.into_iter().map(|h| utf8_arg("--history", h)).collect::<Result<_>>()?;
     let turns = history.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
     let prompt = args.prompt.map(|p| utf8_arg("--prompt", p)).transpose()?;
@@ -321,7 +326,11 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
     let mut conv = Conversation::with_history(system, turns);
 
     let Some(prompt) = prompt else {
-        eprintln!("wick chat: {} ({} tokens of context). Type a message; an empty line or Ctrl-D ends.", path.display(), engine.model.max_context());
+        eprintln!(
+            "wick chat: {} ({} tokens of context). Type a message; an empty line or Ctrl-D ends.",
+            path.display(),
+            engine.model.max_context()
+        );
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let line = line.context("reading stdin")?;
@@ -329,10 +338,16 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
                 break;
             }
             let mut out = std::io::stdout();
-            engine.reply(&mut conv, line.trim(), &options, &mut |d| {
-                let _ = out.write_all(d.as_bytes());
-                let _ = out.flush();
-            }, &|| false)?;
+            engine.reply(
+                &mut conv,
+                line.trim(),
+                &options,
+                &mut |d| {
+                    let _ = out.write_all(d.as_bytes());
+                    let _ = out.flush();
+                },
+                &|| false,
+            )?;
             println!();
         }
         return Ok(ExitCode::SUCCESS);
@@ -340,12 +355,18 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
 
     let mut out = std::io::stdout();
     let json = args.json;
-    let reply = engine.reply(&mut conv, &prompt, &options, &mut |d| {
-        if !json {
-            let _ = out.write_all(d.as_bytes());
-            let _ = out.flush();
-        }
-    }, &|| false)?;
+    let reply = engine.reply(
+        &mut conv,
+        &prompt,
+        &options,
+        &mut |d| {
+            if !json {
+                let _ = out.write_all(d.as_bytes());
+                let _ = out.flush();
+            }
+        },
+        &|| false,
+    )?;
     if json {
         let decoded = reply.gen_ids.len().saturating_sub(1);
         let mut v = serde_json::json!({
@@ -407,13 +428,21 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn bench_llm(ctx: &Context_, model: Option<PathBuf>, synthetic: Option<String>, prompt_tokens: usize, gen_tokens: usize, json: bool) -> Result<ExitCode> {
+fn bench_llm(
+    ctx: &Context_,
+    model: Option<PathBuf>,
+    synthetic: Option<String>,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    json: bool,
+) -> Result<ExitCode> {
     use wick::llm::synthetic;
     let path = match (model, synthetic) {
         (Some(p), _) => p,
         (None, Some(name)) => {
             let names: Vec<&str> = synthetic::SPECS.iter().map(|s| s.name).collect();
-            let spec = synthetic::spec(&name).with_context(|| format!("no synthetic model {name:?}; choose one of {names:?}"))?;
+            let spec = synthetic::spec(&name)
+                .with_context(|| format!("no synthetic model {name:?}; choose one of {names:?}"))?;
             let path = ctx.store()?.dir().join("synthetic").join(format!("{name}.gguf"));
             if !path.is_file() {
                 std::fs::create_dir_all(path.parent().expect("a file path has a parent"))
@@ -436,11 +465,19 @@ fn bench_llm(ctx: &Context_, model: Option<PathBuf>, synthetic: Option<String>, 
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("| model | threads | load s | prompt tok/s ({}) | gen tok/s ({}) | 50-token answer s | peak RSS MiB |", r.prompt_tokens, r.gen_tokens);
+        println!(
+            "| model | threads | load s | prompt tok/s ({}) | gen tok/s ({}) | 50-token answer s | peak RSS MiB |",
+            r.prompt_tokens, r.gen_tokens
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|");
         println!(
             "| {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} |",
-            r.model, r.threads, r.load_s, r.prompt_tok_s, r.gen_tok_s, r.answer_50_s,
+            r.model,
+            r.threads,
+            r.load_s,
+            r.prompt_tok_s,
+            r.gen_tok_s,
+            r.answer_50_s,
             r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
         );
     }
@@ -489,11 +526,21 @@ fn bench_stt(ctx: &Context_, model: &SttModelArgs, json: bool, files: &[PathBuf]
         for r in rows.iter().chain(std::iter::once(&total)) {
             println!(
                 "| {} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
-                r.name, r.audio_s, r.total_s, r.rtf(), r.timings.front_end_s, r.timings.encoder_s, r.timings.decoder_s, r.timings.tokens
+                r.name,
+                r.audio_s,
+                r.total_s,
+                r.rtf(),
+                r.timings.front_end_s,
+                r.timings.encoder_s,
+                r.timings.decoder_s,
+                r.timings.tokens
             );
         }
         println!();
-        println!("model load: {load_s:.3} s; peak RSS: {}", peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MiB")));
+        println!(
+            "model load: {load_s:.3} s; peak RSS: {}",
+            peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -507,7 +554,11 @@ struct BenchRow {
 
 impl BenchRow {
     fn rtf(&self) -> f64 {
-        if self.audio_s > 0.0 { self.total_s / self.audio_s } else { 0.0 }
+        if self.audio_s > 0.0 {
+            self.total_s / self.audio_s
+        } else {
+            0.0
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -525,13 +576,7 @@ fn models(ctx: &Context_, cmd: ModelsCommand) -> Result<ExitCode> {
         for f in &report.files {
             println!("{}  {}", f.sha256, f.path.display());
         }
-        eprintln!(
-            "imported {} ({} tensors, {}) into {}",
-            src.display(),
-            report.tensors,
-            report.dtype,
-            dst.display()
-        );
+        eprintln!("imported {} ({} tensors, {}) into {}", src.display(), report.tensors, report.dtype, dst.display());
         return Ok(ExitCode::SUCCESS);
     }
     let store = ctx.store()?;
@@ -563,7 +608,9 @@ fn models(ctx: &Context_, cmd: ModelsCommand) -> Result<ExitCode> {
                 let status = match &o.check {
                     Check::Ok => "ok".to_string(),
                     Check::Missing => "MISSING".to_string(),
-                    Check::Mismatch { expected, actual } => format!("MISMATCH (expected sha256 {expected}, found {actual})"),
+                    Check::Mismatch { expected, actual } => {
+                        format!("MISMATCH (expected sha256 {expected}, found {actual})")
+                    }
                     Check::Unpinned { actual } => format!("unpinned (sha256 {actual})"),
                 };
                 println!("{:<8} {:<4} {:<40} {status}", o.set, o.role, o.name);

@@ -32,7 +32,8 @@ fn greedy_decoding_matches_llama_cpp() {
     for case in reference["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let want = ids(&case["greedy_ids"]);
-        let margins: Vec<f64> = case["top1_minus_top2_logit"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> =
+            case["top1_minus_top2_logit"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         model.reset();
         let mut logits = model.forward(&ids(&case["prompt_ids"])).unwrap();
         let mut got = Vec::new();
@@ -154,8 +155,15 @@ fn a_second_turn_reuses_the_cache_and_remembers_the_first() {
     let mut conv = Conversation::new("You are a helpful assistant. Answer in one short sentence.");
     let first = engine.reply(&mut conv, "What is the capital of France?", &greedy(40), &mut |_| {}, &|| false).unwrap();
     // "That city" only means Paris through the first turn.
-    let second = engine.reply(&mut conv, "What is the population of that city?", &greedy(20), &mut |_| {}, &|| false).unwrap();
-    eprintln!("turn 1: {:?}\nturn 2: {:?} (prefilled {} of {} tokens)", first.text, second.text, second.prefill_tokens, second.prompt_ids.len());
+    let second =
+        engine.reply(&mut conv, "What is the population of that city?", &greedy(20), &mut |_| {}, &|| false).unwrap();
+    eprintln!(
+        "turn 1: {:?}\nturn 2: {:?} (prefilled {} of {} tokens)",
+        first.text,
+        second.text,
+        second.prefill_tokens,
+        second.prompt_ids.len()
+    );
     // Only the new turn was run through the model: the previous answer's last token plus the
     // user message and the assistant prompt.
     let new_turn = engine
@@ -178,7 +186,9 @@ fn cancel_stops_generation_and_long_prompts_are_refused() {
     let mut conv = Conversation::new("");
     let produced = Cell::new(0);
     let reply = engine
-        .reply(&mut conv, "Count from one to fifty.", &greedy(100), &mut |_| produced.set(produced.get() + 1), &|| produced.get() >= 3)
+        .reply(&mut conv, "Count from one to fifty.", &greedy(100), &mut |_| produced.set(produced.get() + 1), &|| {
+            produced.get() >= 3
+        })
         .unwrap();
     assert!(!reply.finished);
     assert!(reply.gen_ids.len() <= 4, "generation went on after the cancel: {:?}", reply.gen_ids);
@@ -218,14 +228,16 @@ fn chat_command_prints_reference_prompt_ids_and_refuses_bad_text() {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {stdout}");
     }
 
-    let (out, _, stderr) = common::run(common::wick().args(["chat", "--prompt"]).arg(std::ffi::OsStr::from_bytes(b"caf\xe9?")));
+    let (out, _, stderr) =
+        common::run(common::wick().args(["chat", "--prompt"]).arg(std::ffi::OsStr::from_bytes(b"caf\xe9?")));
     assert!(!out.status.success());
     assert!(stderr.contains("--prompt is not valid UTF-8"), "{stderr}");
 }
 
 #[test]
 fn bench_llm_reports_speed_and_memory() {
-    let (out, stdout, stderr) = common::run(common::wick().args(["bench", "llm", "--json", "--prompt-tokens", "16", "--gen-tokens", "4"]));
+    let (out, stdout, stderr) =
+        common::run(common::wick().args(["bench", "llm", "--json", "--prompt-tokens", "16", "--gen-tokens", "4"]));
     assert!(out.status.success(), "{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(v["model"].as_str().unwrap().ends_with(".gguf"));

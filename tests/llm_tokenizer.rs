@@ -112,7 +112,10 @@ fn synthetic(pre: Option<&str>) -> Content {
     }
     md.insert("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect()));
     md.insert("tokenizer.ggml.token_type".into(), Value::Array(types.into_iter().map(Value::I32).collect()));
-    md.insert("tokenizer.ggml.merges".into(), Value::Array(merges.iter().map(|m| Value::String((*m).into())).collect()));
+    md.insert(
+        "tokenizer.ggml.merges".into(),
+        Value::Array(merges.iter().map(|m| Value::String((*m).into())).collect()),
+    );
     md.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(n - 2));
     md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(n - 1));
     Content { magic: VersionedMagic::GgufV3, metadata: md, tensor_infos: HashMap::new(), tensor_data_offset: 0 }
@@ -171,7 +174,8 @@ fn gpt2_and_smollm_splits_differ_from_llama_bpe() {
 #[test]
 fn stream_yields_whole_characters() {
     let tok = smollm();
-    for text in ["naïve café 🎉", "日本語のテキスト 🎉🎉 ok", "<|im_start|>Ünïcödé — “quotes” 👍🏽<|im_end|>"] {
+    for text in ["naïve café 🎉", "日本語のテキスト 🎉🎉 ok", "<|im_start|>Ünïcödé — “quotes” 👍🏽<|im_end|>"]
+    {
         let ids = tok.encode(text, true).unwrap();
         let mut stream = tok.stream();
         let mut out = String::new();

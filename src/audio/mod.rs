@@ -13,8 +13,6 @@ pub const STT_SAMPLE_RATE: u32 = 16_000;
 /// Reads any supported WAV file and returns mono samples at 16 kHz, ready for speech-to-text.
 pub fn load_for_stt(path: &std::path::Path) -> Result<Vec<f32>, AudioError> {
     let audio = read_wav_mono(path)?;
-    resample(&audio.samples, audio.sample_rate, STT_SAMPLE_RATE).map_err(|e| AudioError::Resample {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    resample(&audio.samples, audio.sample_rate, STT_SAMPLE_RATE)
+        .map_err(|e| AudioError::Resample { path: path.to_path_buf(), message: e.to_string() })
 }

@@ -52,11 +52,8 @@ mod tests {
             assert!(out.len().abs_diff(expected.len()) <= 1, "{from}: {} vs {}", out.len(), expected.len());
             // Away from the edges the output must follow the ideal sine: a delay of one output
             // sample would show as an error of about 0.17 at 440 Hz.
-            let err: f32 = out[800..out.len() - 800]
-                .iter()
-                .zip(&expected[800..])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err: f32 =
+                out[800..out.len() - 800].iter().zip(&expected[800..]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(err < 0.08, "{from} Hz: max error {err}");
         }
     }

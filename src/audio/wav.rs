@@ -48,10 +48,8 @@ pub fn read_wav_mono(path: &Path) -> Result<MonoAudio, AudioError> {
         std::io::ErrorKind::NotFound => AudioError::NotFound { path: path.to_path_buf() },
         _ => AudioError::Io { path: path.to_path_buf(), source: e },
     })?;
-    let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| AudioError::NotWav {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let reader = hound::WavReader::new(std::io::BufReader::new(file))
+        .map_err(|e| AudioError::NotWav { path: path.to_path_buf(), message: e.to_string() })?;
     let spec = reader.spec();
     if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
         return Err(AudioError::Rate { path: path.to_path_buf(), rate: spec.sample_rate });
@@ -61,10 +59,8 @@ pub fn read_wav_mono(path: &Path) -> Result<MonoAudio, AudioError> {
     }
     let interleaved = decode_samples(path, reader)?;
     let channels = spec.channels as usize;
-    let samples: Vec<f32> = interleaved
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-        .collect();
+    let samples: Vec<f32> =
+        interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
     if samples.is_empty() {
         return Err(AudioError::Empty { path: path.to_path_buf() });
     }
@@ -78,16 +74,11 @@ fn decode_samples<R: std::io::Read>(path: &Path, reader: hound::WavReader<R>) ->
         (hound::SampleFormat::Float, 32) => reader.into_samples::<f32>().collect::<Result<_, _>>().map_err(bad),
         (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
             let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(bad)
+            reader.into_samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>().map_err(bad)
         }
-        (format, bits) => Err(AudioError::Format {
-            path: path.to_path_buf(),
-            message: format!("{bits}-bit {format:?}"),
-        }),
+        (format, bits) => {
+            Err(AudioError::Format { path: path.to_path_buf(), message: format!("{bits}-bit {format:?}") })
+        }
     }
 }
 
@@ -96,12 +87,8 @@ fn decode_samples<R: std::io::Read>(path: &Path, reader: hound::WavReader<R>) ->
 pub fn write_wav_mono_f32(path: &Path, samples: &[f32], sample_rate: u32) -> Result<(), AudioError> {
     let err = |message: String| AudioError::Write { path: path.to_path_buf(), message };
     let tmp = path.with_extension("wav.tmp");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
     let mut writer = hound::WavWriter::create(&tmp, spec).map_err(|e| err(e.to_string()))?;
     for &s in samples {
         writer.write_sample(s).map_err(|e| err(e.to_string()))?;

@@ -26,7 +26,12 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| (vocab / 4 + (i * 7919) % (vocab / 2)) as u32).collect()
 }
 
-pub fn run(file: &mut GgufFile, prompt_tokens: usize, gen_tokens: usize, device: &Device) -> Result<LlmBench, LlmError> {
+pub fn run(
+    file: &mut GgufFile,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    device: &Device,
+) -> Result<LlmBench, LlmError> {
     let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
     let context = (prompt_tokens + gen_tokens).max(32 + 50) + 1;
     let start = Instant::now();

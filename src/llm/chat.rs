@@ -28,7 +28,10 @@ impl ChatTemplate {
         } else if text.contains("<|start_header_id|>") {
             Ok(ChatTemplate::Llama3)
         } else {
-            Err(UnknownTemplate(format!("is of an unknown family (starts {:?})", text.chars().take(60).collect::<String>())))
+            Err(UnknownTemplate(format!(
+                "is of an unknown family (starts {:?})",
+                text.chars().take(60).collect::<String>()
+            )))
         }
     }
 
@@ -91,7 +94,10 @@ mod tests {
     #[test]
     fn chatml_renders_like_the_reference() {
         let text = ChatTemplate::ChatMl.render(&[("system", "Be brief."), ("user", "Hi?")]);
-        assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            text,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

@@ -75,9 +75,16 @@ impl Engine {
     /// Opens a GGUF model with its tokenizer and chat template, with a KV cache of `context` tokens.
     pub fn open(path: &Path, context: usize, device: &Device) -> Result<Self, LlmError> {
         let mut file = GgufFile::open(path)?;
-        let tokenizer = LlmTokenizer::load(path, &file.content).map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
-        let template = ChatTemplate::from_gguf(&file.content).map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
-        let end_ids = template.end_tokens().iter().filter_map(|t| tokenizer.token_id(t)).chain(std::iter::once(tokenizer.eos)).collect();
+        let tokenizer = LlmTokenizer::load(path, &file.content)
+            .map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let template = ChatTemplate::from_gguf(&file.content)
+            .map_err(|e| LlmError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let end_ids = template
+            .end_tokens()
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t))
+            .chain(std::iter::once(tokenizer.eos))
+            .collect();
         let model = file.load_model(context, device)?;
         Ok(Self { model, tokenizer, template, end_ids })
     }
@@ -113,7 +120,12 @@ impl Engine {
             if !feed.last().is_some_and(|&t| self.is_end(t)) {
                 feed.extend(self.encode(self.template.end_tokens()[0])?);
             }
-            let text = format!("{}{}{}", self.template.after_generated(), self.template.message("user", user), self.template.assistant_prompt());
+            let text = format!(
+                "{}{}{}",
+                self.template.after_generated(),
+                self.template.message("user", user),
+                self.template.assistant_prompt()
+            );
             feed.extend(self.encode(&text)?);
             if conv.cached.len() + feed.len() + max_tokens <= context {
                 return Ok(feed);

@@ -81,6 +81,7 @@ impl GgufFile {
 
     /// Loads the model with a KV cache of `context` tokens (capped at the model's own).
     pub fn load_model(&mut self, context: usize, device: &Device) -> Result<Llama, LlmError> {
-        Llama::load(&self.content, &mut self.file, context, device).map_err(|source| LlmError::Load { path: self.path.clone(), source: Box::new(source) })
+        Llama::load(&self.content, &mut self.file, context, device)
+            .map_err(|source| LlmError::Load { path: self.path.clone(), source: Box::new(source) })
     }
 }

@@ -44,7 +44,11 @@ impl LlamaConfig {
         let head_dim = n_embd / n_head;
         let vocab_size = match usize_of("llama.vocab_size") {
             Ok(v) => v,
-            Err(_) => content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).ok_or("no token_embd.weight tensor")?,
+            Err(_) => content
+                .tensor_infos
+                .get("token_embd.weight")
+                .map(|t| t.shape.dims()[0])
+                .ok_or("no token_embd.weight tensor")?,
         };
         Ok(Self {
             n_layer: usize_of("llama.block_count")?,
@@ -53,7 +57,9 @@ impl LlamaConfig {
             n_kv_head,
             head_dim,
             rope_dim: usize_of("llama.rope.dimension_count").unwrap_or(head_dim),
-            rope_base: get("llama.rope.freq_base").and_then(|v| v.to_f32().map_err(|e| e.to_string())).unwrap_or(10_000.0),
+            rope_base: get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().map_err(|e| e.to_string()))
+                .unwrap_or(10_000.0),
             rms_eps: get("llama.attention.layer_norm_rms_epsilon")?.to_f32().map_err(|e| e.to_string())? as f64,
             context_length: usize_of("llama.context_length")?,
             vocab_size,
@@ -98,7 +104,12 @@ impl QuantizedEmbedding {
             }
             rows.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
         }
-        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &rows, vec![ids.len(), self.n_embd], &Device::Cpu)?;
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &rows,
+            vec![ids.len(), self.n_embd],
+            &Device::Cpu,
+        )?;
         q.dequantize(&Device::Cpu)?.to_device(device)
     }
 }
@@ -159,11 +170,18 @@ impl Llama {
         };
         let embed = QuantizedEmbedding { table, host, n_embd: config.n_embd };
         let rope_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
-            Some(tensor("rope_freqs.weight")?.dequantize(&Device::Cpu).map_err(LoadError::Candle)?.to_vec1::<f32>().map_err(LoadError::Candle)?)
+            Some(
+                tensor("rope_freqs.weight")?
+                    .dequantize(&Device::Cpu)
+                    .map_err(LoadError::Candle)?
+                    .to_vec1::<f32>()
+                    .map_err(LoadError::Candle)?,
+            )
         } else {
             None
         };
-        let (cos, sin) = rope_tables(&config, rope_factors.as_deref(), max_context, device).map_err(LoadError::Candle)?;
+        let (cos, sin) =
+            rope_tables(&config, rope_factors.as_deref(), max_context, device).map_err(LoadError::Candle)?;
 
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
@@ -228,10 +246,19 @@ impl Llama {
             let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?;
             if let Some(mask) = &mask {
                 let total = offset + n;
-                scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((1, n_kv, group * n, total))?;
+                scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((
+                    1,
+                    n_kv,
+                    group * n,
+                    total,
+                ))?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v.contiguous()?)?.reshape((1, n_head, n, hd))?.transpose(1, 2)?.reshape((1, n, n_head * hd))?;
+            let ctx = probs.matmul(&v.contiguous()?)?.reshape((1, n_head, n, hd))?.transpose(1, 2)?.reshape((
+                1,
+                n,
+                n_head * hd,
+            ))?;
             x = (x + layer.o.forward(&ctx)?)?;
             let h = layer.ffn_norm.forward(&x)?;
             let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
@@ -245,7 +272,12 @@ impl Llama {
 
 /// cos/sin tables `[max_context, rope_dim / 2]` for interleaved RoPE. Llama 3 divides each
 /// frequency by a per-dimension factor (`rope_freqs.weight`) to stretch its context.
-fn rope_tables(c: &LlamaConfig, factors: Option<&[f32]>, max_context: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    c: &LlamaConfig,
+    factors: Option<&[f32]>,
+    max_context: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = c.rope_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| {
@@ -254,7 +286,8 @@ fn rope_tables(c: &LlamaConfig, factors: Option<&[f32]>, max_context: usize, dev
         })
         .collect();
     let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let positions = Tensor::arange(0u32, max_context as u32, device)?.to_dtype(DType::F32)?.reshape((max_context, 1))?;
+    let positions =
+        Tensor::arange(0u32, max_context as u32, device)?.to_dtype(DType::F32)?.reshape((max_context, 1))?;
     let angles = positions.matmul(&inv_freq)?;
     Ok((angles.cos()?, angles.sin()?))
 }

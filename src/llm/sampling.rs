@@ -112,7 +112,8 @@ mod tests {
     #[test]
     fn top_k_and_top_p_narrow_the_choice() {
         let logits = [2.0, 1.9, 1.8, 0.0, -1.0];
-        let base = SamplingOptions { temperature: 1.0, top_k: 0, top_p: 1.0, repeat_penalty: 1.0, ..Default::default() };
+        let base =
+            SamplingOptions { temperature: 1.0, top_k: 0, top_p: 1.0, repeat_penalty: 1.0, ..Default::default() };
         let all = counts(base.clone(), &logits, 4000);
         assert!(all[3] > 0 && all[4] > 0, "{all:?}");
         let k2 = counts(SamplingOptions { top_k: 2, ..base.clone() }, &logits, 2000);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 /// A model shape to imitate.
@@ -21,8 +21,24 @@ pub struct Spec {
 
 /// Llama 3.2 Instruct at Q4_K_M, as llama.cpp quantizes it.
 pub const SPECS: &[Spec] = &[
-    Spec { name: "llama-3.2-3b-q4_k_m", n_layer: 28, n_embd: 3072, n_ff: 8192, n_head: 24, n_kv_head: 8, vocab: 128_256 },
-    Spec { name: "llama-3.2-1b-q4_k_m", n_layer: 16, n_embd: 2048, n_ff: 8192, n_head: 32, n_kv_head: 8, vocab: 128_256 },
+    Spec {
+        name: "llama-3.2-3b-q4_k_m",
+        n_layer: 28,
+        n_embd: 3072,
+        n_ff: 8192,
+        n_head: 24,
+        n_kv_head: 8,
+        vocab: 128_256,
+    },
+    Spec {
+        name: "llama-3.2-1b-q4_k_m",
+        n_layer: 16,
+        n_embd: 2048,
+        n_ff: 8192,
+        n_head: 32,
+        n_kv_head: 8,
+        vocab: 128_256,
+    },
 ];
 
 pub fn spec(name: &str) -> Option<Spec> {

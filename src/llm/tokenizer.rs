@@ -119,11 +119,9 @@ impl PreType {
             "llama-bpe" | "llama3" | "llama-v3" => Ok(Self::Llama3),
             "gpt-2" | "gpt2" => Ok(Self::Gpt2),
             "default" => Ok(Self::Default),
-            other => Err(TokenizerError::Unsupported {
-                key: KEY_PRE,
-                value: other.to_string(),
-                supported: SUPPORTED_PRE,
-            }),
+            other => {
+                Err(TokenizerError::Unsupported { key: KEY_PRE, value: other.to_string(), supported: SUPPORTED_PRE })
+            }
         }
     }
 
@@ -239,7 +237,10 @@ impl LlmTokenizer {
         }
         let n = tokens.len();
         if u32::try_from(n).is_err() {
-            return Err(TokenizerError::BadValue { key: KEY_TOKENS, problem: format!("{n} tokens do not fit u32 ids") });
+            return Err(TokenizerError::BadValue {
+                key: KEY_TOKENS,
+                problem: format!("{n} tokens do not fit u32 ids"),
+            });
         }
         let types: Vec<i64> = match md.get(KEY_TOKEN_TYPE) {
             Some(v) => {
@@ -270,9 +271,10 @@ impl LlmTokenizer {
             .map(|m| {
                 // Byte-level tokens never hold a real space (it is written `Ġ`), so the first
                 // space is the separator.
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| TokenizerError::BadValue { key: KEY_MERGES, problem: format!("entry {m:?} has no space") })
+                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| TokenizerError::BadValue {
+                    key: KEY_MERGES,
+                    problem: format!("entry {m:?} has no space"),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -618,9 +620,13 @@ impl Ids {
     fn from_metadata(md: &HashMap<String, Value>, n: usize, adds_bos_default: bool) -> Result<Self, TokenizerError> {
         let id = |key: &'static str| -> Result<Option<u32>, TokenizerError> {
             let Some(v) = md.get(key) else { return Ok(None) };
-            let id = int(v).ok_or_else(|| TokenizerError::BadValue { key, problem: format!("{v:?} is not an integer") })?;
+            let id =
+                int(v).ok_or_else(|| TokenizerError::BadValue { key, problem: format!("{v:?} is not an integer") })?;
             if id < 0 || id as usize >= n {
-                return Err(TokenizerError::BadValue { key, problem: format!("id {id} is outside the {n}-token vocabulary") });
+                return Err(TokenizerError::BadValue {
+                    key,
+                    problem: format!("id {id} is outside the {n}-token vocabulary"),
+                });
             }
             Ok(Some(id as u32))
         };
@@ -659,15 +665,17 @@ fn string<'a>(md: &'a HashMap<String, Value>, key: &'static str) -> Result<&'a s
 }
 
 fn value_str<'a>(v: &'a Value, key: &'static str) -> Result<&'a str, TokenizerError> {
-    v.to_string()
-        .map(String::as_str)
-        .map_err(|_| TokenizerError::BadValue { key, problem: format!("expected a string, found {:?}", v.value_type()) })
+    v.to_string().map(String::as_str).map_err(|_| TokenizerError::BadValue {
+        key,
+        problem: format!("expected a string, found {:?}", v.value_type()),
+    })
 }
 
 fn value_array<'a>(v: &'a Value, key: &'static str) -> Result<&'a [Value], TokenizerError> {
-    v.to_vec()
-        .map(Vec::as_slice)
-        .map_err(|_| TokenizerError::BadValue { key, problem: format!("expected an array, found {:?}", v.value_type()) })
+    v.to_vec().map(Vec::as_slice).map_err(|_| TokenizerError::BadValue {
+        key,
+        problem: format!("expected an array, found {:?}", v.value_type()),
+    })
 }
 
 fn string_array<'a>(md: &'a HashMap<String, Value>, key: &'static str) -> Result<Vec<&'a str>, TokenizerError> {

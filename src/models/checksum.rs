@@ -55,21 +55,11 @@ impl Staged {
     /// Starts a staging file for `dest`, creating the parent directory.
     pub(crate) fn new(dest: &Path) -> Result<Staged, ModelError> {
         let tmp = temp_beside(dest)?;
-        Ok(Staged {
-            tmp,
-            hasher: Sha256::new(),
-            dest: dest.to_path_buf(),
-            written: 0,
-        })
+        Ok(Staged { tmp, hasher: Sha256::new(), dest: dest.to_path_buf(), written: 0 })
     }
 
     /// Copies all of `src` into the staging file; `what` names the source in errors.
-    pub(crate) fn copy_from(
-        &mut self,
-        src: &mut dyn Read,
-        what: &Path,
-        bar: &ProgressBar,
-    ) -> Result<(), ModelError> {
+    pub(crate) fn copy_from(&mut self, src: &mut dyn Read, what: &Path, bar: &ProgressBar) -> Result<(), ModelError> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match src.read(&mut buf) {
@@ -113,11 +103,7 @@ impl Staged {
         let actual = self.sha256();
         if let Some(expected) = expected {
             if !expected.eq_ignore_ascii_case(&actual) {
-                return Err(ModelError::ChecksumMismatch {
-                    file: self.dest,
-                    expected: expected.to_string(),
-                    actual,
-                });
+                return Err(ModelError::ChecksumMismatch { file: self.dest, expected: expected.to_string(), actual });
             }
         }
         persist(self.tmp, &self.dest)?;
@@ -133,15 +119,12 @@ pub(crate) fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), M
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .at("set permissions on", &tmp_path)?;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).at("set permissions on", &tmp_path)?;
     }
     // The rename must not become visible before the data is durable: an
     // appliance loses power without warning.
     tmp.as_file().sync_all().at("flush", &tmp_path)?;
-    tmp.persist(dest)
-        .map_err(|e| ModelError::io("rename a temporary file onto", dest, e.error))?;
+    tmp.persist(dest).map_err(|e| ModelError::io("rename a temporary file onto", dest, e.error))?;
     sync_dir(parent_of(dest));
     Ok(())
 }
@@ -159,11 +142,7 @@ pub(crate) fn sync_dir(dir: &Path) {
 pub(crate) fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
     let dir = parent_of(dest);
     std::fs::create_dir_all(dir).at("create directory", dir)?;
-    tempfile::Builder::new()
-        .prefix(".wick-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .at("create a temporary file in", dir)
+    tempfile::Builder::new().prefix(".wick-").suffix(".part").tempfile_in(dir).at("create a temporary file in", dir)
 }
 
 pub(crate) fn parent_of(path: &Path) -> &Path {

@@ -85,11 +85,8 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
 
     let cfg_path = src.join("config.json");
     let cfg_text = std::fs::read(&cfg_path).at("read", &cfg_path)?;
-    let ct2_cfg: serde_json::Value =
-        serde_json::from_slice(&cfg_text).map_err(|e| ModelError::Json {
-            path: cfg_path.clone(),
-            reason: e.to_string(),
-        })?;
+    let ct2_cfg: serde_json::Value = serde_json::from_slice(&cfg_text)
+        .map_err(|e| ModelError::Json { path: cfg_path.clone(), reason: e.to_string() })?;
 
     let mapped = map_whisper(&model, &map, &bin_path)?;
     let hf_cfg = hf_config(&mapped, &ct2_cfg, &cfg_path)?;
@@ -103,42 +100,27 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
         .tensors
         .iter()
         .map(|(name, t)| {
-            (
-                name.clone(),
-                Slice {
-                    dtype: t.dtype.safetensors(),
-                    shape: t.shape.clone(),
-                    data: &map[t.bytes.clone()],
-                },
-            )
+            (name.clone(), Slice { dtype: t.dtype.safetensors(), shape: t.shape.clone(), data: &map[t.bytes.clone()] })
         })
         .collect();
     // transformers refuses safetensors files without this key; a single key
     // keeps the header deterministic (the metadata map has no fixed order).
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), st_tmp.path()).map_err(|e| {
-        ModelError::Safetensors {
-            path: st_dest.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    safetensors::serialize_to_file(views, Some(meta), st_tmp.path())
+        .map_err(|e| ModelError::Safetensors { path: st_dest.clone(), reason: e.to_string() })?;
     // The writer renames its own temporary file onto our path: reopen, so the
     // handle (used for permissions and fsync) is the file that holds the data.
     let st_tmp = tempfile::NamedTempFile::from_parts(
         File::open(st_tmp.path()).at("open", st_tmp.path())?,
         st_tmp.into_temp_path(),
     );
-    let st_size = std::fs::metadata(st_tmp.path())
-        .at("inspect", st_tmp.path())?
-        .len();
+    let st_size = std::fs::metadata(st_tmp.path()).at("inspect", st_tmp.path())?.len();
     let st_sha = checksum::sha256_file(st_tmp.path(), &indicatif::ProgressBar::hidden())?;
 
     // config.json
     let cfg_dest = dst.join("config.json");
-    let mut cfg_json = serde_json::to_vec_pretty(&hf_cfg).map_err(|e| ModelError::Json {
-        path: cfg_dest.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut cfg_json = serde_json::to_vec_pretty(&hf_cfg)
+        .map_err(|e| ModelError::Json { path: cfg_dest.clone(), reason: e.to_string() })?;
     cfg_json.push(b'\n');
     let mut cfg_stage = Staged::new(&cfg_dest)?;
     cfg_stage.write_all(&cfg_json)?;
@@ -162,45 +144,22 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
         spec_revision: model.spec_revision,
         dtype: mapped.dtype.name().to_string(),
         tensors: mapped.tensors.len(),
-        tensor_bytes: mapped
-            .tensors
-            .values()
-            .map(|t| (t.bytes.end - t.bytes.start) as u64)
-            .sum(),
+        tensor_bytes: mapped.tensors.values().map(|t| (t.bytes.end - t.bytes.start) as u64).sum(),
         d_model: mapped.d_model,
         encoder_layers: mapped.encoder_layers,
         decoder_layers: mapped.decoder_layers,
         vocab_size: mapped.vocab_size,
         files: vec![
-            ImportedFile {
-                path: st_dest.clone(),
-                sha256: st_sha,
-                size: st_size,
-            },
-            ImportedFile {
-                path: cfg_dest.clone(),
-                sha256: cfg_sha,
-                size: cfg_json.len() as u64,
-            },
-            ImportedFile {
-                path: tok_dest.clone(),
-                sha256: tok_sha,
-                size: tok_size,
-            },
+            ImportedFile { path: st_dest.clone(), sha256: st_sha, size: st_size },
+            ImportedFile { path: cfg_dest.clone(), sha256: cfg_sha, size: cfg_json.len() as u64 },
+            ImportedFile { path: tok_dest.clone(), sha256: tok_sha, size: tok_size },
         ],
     };
-    Ok(StagedImport {
-        report,
-        files: vec![(st_tmp, st_dest), (cfg_tmp, cfg_dest), (tok_tmp, tok_dest)],
-    })
+    Ok(StagedImport { report, files: vec![(st_tmp, st_dest), (cfg_tmp, cfg_dest), (tok_tmp, tok_dest)] })
 }
 
 fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
-    tempfile::Builder::new()
-        .prefix(".wick-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .at("create a temporary file in", dir)
+    tempfile::Builder::new().prefix(".wick-").suffix(".part").tempfile_in(dir).at("create a temporary file in", dir)
 }
 
 struct Slice<'a> {
@@ -380,17 +339,11 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
     }
     // Versions 5 and 6 share this layout (4 added typed variables, 3 aliases).
     if version != 5 && version != 6 {
-        return Err(ModelError::Ct2Version {
-            path: path.to_path_buf(),
-            version,
-        });
+        return Err(ModelError::Ct2Version { path: path.to_path_buf(), version });
     }
     let spec = r.string("the spec name")?;
     if spec != "WhisperSpec" {
-        return Err(ModelError::Ct2Spec {
-            path: path.to_path_buf(),
-            spec,
-        });
+        return Err(ModelError::Ct2Spec { path: path.to_path_buf(), spec });
     }
     let spec_revision = r.u32("the spec revision")?;
     let n_vars = r.u32("the variable count")? as usize;
@@ -408,26 +361,16 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
             reason: format!("variable {name} has unknown dtype id {type_id}"),
         })?;
         let n_bytes = r.u32(&format!("the byte count of {name}"))? as usize;
-        let elems = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .unwrap_or(usize::MAX);
+        let elems = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
         if elems.checked_mul(dtype.size()) != Some(n_bytes) {
             return Err(ModelError::Ct2Format {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "variable {name} has shape {dims:?} of {} but {n_bytes} bytes of data",
-                    dtype.name()
-                ),
+                reason: format!("variable {name} has shape {dims:?} of {} but {n_bytes} bytes of data", dtype.name()),
             });
         }
         let start = r.pos;
         r.take(n_bytes, &format!("the data of {name}"))?;
-        let var = Var {
-            dims,
-            dtype,
-            bytes: start..start + n_bytes,
-        };
+        let var = Var { dims, dtype, bytes: start..start + n_bytes };
         if vars.insert(name.clone(), var).is_some() {
             return Err(ModelError::Ct2Format {
                 path: path.to_path_buf(),
@@ -445,19 +388,10 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
     if r.pos != data.len() {
         return Err(ModelError::Ct2Format {
             path: path.to_path_buf(),
-            reason: format!(
-                "{} unexpected bytes after the end of the model at offset {}",
-                data.len() - r.pos,
-                r.pos
-            ),
+            reason: format!("{} unexpected bytes after the end of the model at offset {}", data.len() - r.pos, r.pos),
         });
     }
-    Ok(Ct2Model {
-        version,
-        spec_revision,
-        vars,
-        aliases,
-    })
+    Ok(Ct2Model { version, spec_revision, vars, aliases })
 }
 
 // ---------------------------------------------------------------------------
@@ -499,10 +433,7 @@ struct Mapper<'a> {
 
 impl<'a> Mapper<'a> {
     fn err(&self, reason: String) -> ModelError {
-        ModelError::Ct2Model {
-            path: self.path.to_path_buf(),
-            reason,
-        }
+        ModelError::Ct2Model { path: self.path.to_path_buf(), reason }
     }
 
     fn var(&mut self, name: &str) -> Result<&'a Var, ModelError> {
@@ -517,24 +448,14 @@ impl<'a> Mapper<'a> {
     }
 
     fn put(&mut self, name: String, dtype: Dtype, shape: Vec<usize>, bytes: Range<usize>) {
-        self.out.insert(
-            name,
-            OutTensor {
-                dtype,
-                shape,
-                bytes,
-            },
-        );
+        self.out.insert(name, OutTensor { dtype, shape, bytes });
     }
 
     /// Copies a variable under a new name, checking its shape.
     fn rename(&mut self, from: &str, to: String, shape: &[usize]) -> Result<&'a Var, ModelError> {
         let v = self.var(from)?;
         if v.dims != shape {
-            return Err(self.err(format!(
-                "variable {from} has shape {:?}, expected {shape:?}",
-                v.dims
-            )));
+            return Err(self.err(format!("variable {from} has shape {:?}, expected {shape:?}", v.dims)));
         }
         self.put(to, v.dtype, v.dims.clone(), v.bytes.clone());
         Ok(v)
@@ -542,11 +463,7 @@ impl<'a> Mapper<'a> {
 
     /// weight [rows, cols] and bias [rows] of a linear layer.
     fn linear(&mut self, from: &str, to: &str, rows: usize, cols: usize) -> Result<(), ModelError> {
-        self.rename(
-            &format!("{from}/weight"),
-            format!("{to}.weight"),
-            &[rows, cols],
-        )?;
+        self.rename(&format!("{from}/weight"), format!("{to}.weight"), &[rows, cols])?;
         self.rename(&format!("{from}/bias"), format!("{to}.bias"), &[rows])?;
         Ok(())
     }
@@ -586,9 +503,9 @@ impl<'a> Mapper<'a> {
             if *has_bias {
                 self.put(format!("{name}.bias"), b.dtype, vec![d], br);
             } else if !all_zero(&self.bytes[br], b.dtype) {
-                return Err(self.err(format!(
-                    "{b_name} is non-zero in the block of {name}, which has no bias in Whisper"
-                )));
+                return Err(
+                    self.err(format!("{b_name} is non-zero in the block of {name}, which has no bias in Whisper"))
+                );
             }
         }
         Ok(())
@@ -598,11 +515,7 @@ impl<'a> Mapper<'a> {
     fn scalar(&mut self, name: &str) -> Result<i64, ModelError> {
         let v = self.var(name)?;
         scalar_value(v, self.bytes).ok_or_else(|| {
-            self.err(format!(
-                "variable {name} should be an integer scalar, found {} {:?}",
-                v.dtype.name(),
-                v.dims
-            ))
+            self.err(format!("variable {name} should be an integer scalar, found {} {:?}", v.dtype.name(), v.dims))
         })
     }
 
@@ -610,9 +523,7 @@ impl<'a> Mapper<'a> {
     fn expect(&mut self, name: &str, want: i64, meaning: &str) -> Result<(), ModelError> {
         let got = self.scalar(name)?;
         if got != want {
-            return Err(self.err(format!(
-                "{name} is {got}, but Whisper needs {want} ({meaning})"
-            )));
+            return Err(self.err(format!("{name} is {got}, but Whisper needs {want} ({meaning})")));
         }
         Ok(())
     }
@@ -627,17 +538,8 @@ impl<'a> Mapper<'a> {
             ],
             d,
         )?;
-        self.linear(
-            &format!("{ct}/self_attention/linear_1"),
-            &format!("{hf}.self_attn.out_proj"),
-            d,
-            d,
-        )?;
-        self.norm(
-            &format!("{ct}/self_attention/layer_norm"),
-            &format!("{hf}.self_attn_layer_norm"),
-            d,
-        )
+        self.linear(&format!("{ct}/self_attention/linear_1"), &format!("{hf}.self_attn.out_proj"), d, d)?;
+        self.norm(&format!("{ct}/self_attention/layer_norm"), &format!("{hf}.self_attn_layer_norm"), d)
     }
 
     /// Maps the feed-forward block; returns its hidden width.
@@ -646,23 +548,9 @@ impl<'a> Mapper<'a> {
             let w = self.var(&format!("{ct}/ffn/linear_0/weight"))?;
             w.dims.first().copied().unwrap_or(0)
         };
-        self.linear(
-            &format!("{ct}/ffn/linear_0"),
-            &format!("{hf}.fc1"),
-            hidden,
-            d,
-        )?;
-        self.linear(
-            &format!("{ct}/ffn/linear_1"),
-            &format!("{hf}.fc2"),
-            d,
-            hidden,
-        )?;
-        self.norm(
-            &format!("{ct}/ffn/layer_norm"),
-            &format!("{hf}.final_layer_norm"),
-            d,
-        )?;
+        self.linear(&format!("{ct}/ffn/linear_0"), &format!("{hf}.fc1"), hidden, d)?;
+        self.linear(&format!("{ct}/ffn/linear_1"), &format!("{hf}.fc2"), d, hidden)?;
+        self.norm(&format!("{ct}/ffn/layer_norm"), &format!("{hf}.final_layer_norm"), d)?;
         Ok(hidden)
     }
 }
@@ -683,12 +571,8 @@ fn scalar_value(v: &Var, bytes: &[u8]) -> Option<i64> {
 /// True when every element is +0 or -0.
 fn all_zero(bytes: &[u8], dtype: Dtype) -> bool {
     match dtype.size() {
-        2 => bytes
-            .chunks_exact(2)
-            .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7fff == 0),
-        4 => bytes
-            .chunks_exact(4)
-            .all(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7fff_ffff == 0),
+        2 => bytes.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7fff == 0),
+        4 => bytes.chunks_exact(4).all(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7fff_ffff == 0),
         _ => bytes.iter().all(|&b| b == 0),
     }
 }
@@ -712,10 +596,7 @@ const INFORMATIONAL: &[&str] = &["decoder/alignment_heads", "decoder/alignment_l
 fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, ModelError> {
     // Quantized weights cannot be mapped back to the original floats. Name an
     // integer weight if there is one; a lone scale is the fallback evidence.
-    let int_weight = model
-        .vars
-        .iter()
-        .find(|(_, v)| !v.dims.is_empty() && matches!(v.dtype, Dtype::I8 | Dtype::I16));
+    let int_weight = model.vars.iter().find(|(_, v)| !v.dims.is_empty() && matches!(v.dtype, Dtype::I8 | Dtype::I16));
     let scale = model.vars.iter().find(|(n, _)| n.ends_with("_scale"));
     if let Some((name, v)) = int_weight.or(scale) {
         return Err(ModelError::Ct2Quantized {
@@ -733,65 +614,31 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
         }
     }
 
-    let mut m = Mapper {
-        model,
-        bytes,
-        path,
-        used: BTreeSet::new(),
-        out: BTreeMap::new(),
-    };
+    let mut m = Mapper { model, bytes, path, used: BTreeSet::new(), out: BTreeMap::new() };
 
     let conv1 = m.var("encoder/conv1/weight")?;
     if conv1.dims.len() != 3 || conv1.dims[2] != 3 {
-        return Err(m.err(format!(
-            "encoder/conv1/weight has shape {:?}, expected [d_model, n_mels, 3]",
-            conv1.dims
-        )));
+        return Err(m.err(format!("encoder/conv1/weight has shape {:?}, expected [d_model, n_mels, 3]", conv1.dims)));
     }
     let (d, n_mels) = (conv1.dims[0], conv1.dims[1]);
     let dtype = conv1.dtype;
 
     // Encoder.
-    m.rename(
-        "encoder/conv1/weight",
-        "model.encoder.conv1.weight".into(),
-        &[d, n_mels, 3],
-    )?;
-    m.rename(
-        "encoder/conv1/bias",
-        "model.encoder.conv1.bias".into(),
-        &[d],
-    )?;
-    m.rename(
-        "encoder/conv2/weight",
-        "model.encoder.conv2.weight".into(),
-        &[d, d, 3],
-    )?;
-    m.rename(
-        "encoder/conv2/bias",
-        "model.encoder.conv2.bias".into(),
-        &[d],
-    )?;
+    m.rename("encoder/conv1/weight", "model.encoder.conv1.weight".into(), &[d, n_mels, 3])?;
+    m.rename("encoder/conv1/bias", "model.encoder.conv1.bias".into(), &[d])?;
+    m.rename("encoder/conv2/weight", "model.encoder.conv2.weight".into(), &[d, d, 3])?;
+    m.rename("encoder/conv2/bias", "model.encoder.conv2.bias".into(), &[d])?;
     let src_pos = m.var("encoder/position_encodings/encodings")?.dims.clone();
     let n_src = src_pos.first().copied().unwrap_or(0);
-    m.rename(
-        "encoder/position_encodings/encodings",
-        "model.encoder.embed_positions.weight".into(),
-        &[n_src, d],
-    )?;
+    m.rename("encoder/position_encodings/encodings", "model.encoder.embed_positions.weight".into(), &[n_src, d])?;
     let enc_layers = layer_count(model, "encoder/layer_");
     let mut enc_ffn = 0;
     for i in 0..enc_layers {
-        let (ct, hf) = (
-            format!("encoder/layer_{i}"),
-            format!("model.encoder.layers.{i}"),
-        );
+        let (ct, hf) = (format!("encoder/layer_{i}"), format!("model.encoder.layers.{i}"));
         m.attention_self(&ct, &hf, d)?;
         let hidden = m.ffn(&ct, &hf, d)?;
         if i > 0 && hidden != enc_ffn {
-            return Err(m.err(format!(
-                "{ct} has ffn width {hidden}, layer 0 has {enc_ffn}"
-            )));
+            return Err(m.err(format!("{ct} has ffn width {hidden}, layer 0 has {enc_ffn}")));
         }
         enc_ffn = hidden;
     }
@@ -799,66 +646,26 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
     let enc_heads = m.scalar("encoder/num_heads")?;
 
     // Decoder.
-    let vocab = m
-        .var("decoder/embeddings/weight")?
-        .dims
-        .first()
-        .copied()
-        .unwrap_or(0);
-    m.rename(
-        "decoder/embeddings/weight",
-        "model.decoder.embed_tokens.weight".into(),
-        &[vocab, d],
-    )?;
-    let n_tgt = m
-        .var("decoder/position_encodings/encodings")?
-        .dims
-        .first()
-        .copied()
-        .unwrap_or(0);
-    m.rename(
-        "decoder/position_encodings/encodings",
-        "model.decoder.embed_positions.weight".into(),
-        &[n_tgt, d],
-    )?;
+    let vocab = m.var("decoder/embeddings/weight")?.dims.first().copied().unwrap_or(0);
+    m.rename("decoder/embeddings/weight", "model.decoder.embed_tokens.weight".into(), &[vocab, d])?;
+    let n_tgt = m.var("decoder/position_encodings/encodings")?.dims.first().copied().unwrap_or(0);
+    m.rename("decoder/position_encodings/encodings", "model.decoder.embed_positions.weight".into(), &[n_tgt, d])?;
     let dec_layers = layer_count(model, "decoder/layer_");
     let mut dec_ffn = 0;
     for i in 0..dec_layers {
-        let (ct, hf) = (
-            format!("decoder/layer_{i}"),
-            format!("model.decoder.layers.{i}"),
-        );
+        let (ct, hf) = (format!("decoder/layer_{i}"), format!("model.decoder.layers.{i}"));
         m.attention_self(&ct, &hf, d)?;
-        m.linear(
-            &format!("{ct}/attention/linear_0"),
-            &format!("{hf}.encoder_attn.q_proj"),
-            d,
-            d,
-        )?;
+        m.linear(&format!("{ct}/attention/linear_0"), &format!("{hf}.encoder_attn.q_proj"), d, d)?;
         m.split(
             &format!("{ct}/attention/linear_1"),
-            &[
-                (format!("{hf}.encoder_attn.k_proj"), false),
-                (format!("{hf}.encoder_attn.v_proj"), true),
-            ],
+            &[(format!("{hf}.encoder_attn.k_proj"), false), (format!("{hf}.encoder_attn.v_proj"), true)],
             d,
         )?;
-        m.linear(
-            &format!("{ct}/attention/linear_2"),
-            &format!("{hf}.encoder_attn.out_proj"),
-            d,
-            d,
-        )?;
-        m.norm(
-            &format!("{ct}/attention/layer_norm"),
-            &format!("{hf}.encoder_attn_layer_norm"),
-            d,
-        )?;
+        m.linear(&format!("{ct}/attention/linear_2"), &format!("{hf}.encoder_attn.out_proj"), d, d)?;
+        m.norm(&format!("{ct}/attention/layer_norm"), &format!("{hf}.encoder_attn_layer_norm"), d)?;
         let hidden = m.ffn(&ct, &hf, d)?;
         if i > 0 && hidden != dec_ffn {
-            return Err(m.err(format!(
-                "{ct} has ffn width {hidden}, layer 0 has {dec_ffn}"
-            )));
+            return Err(m.err(format!("{ct} has ffn width {hidden}, layer 0 has {dec_ffn}")));
         }
         dec_ffn = hidden;
     }
@@ -872,18 +679,15 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
     // transformers layout assumes: accept it only when it really is the same.
     for (alias, target) in &model.aliases {
         if !(alias == "decoder/projection/weight" && target == "decoder/embeddings/weight") {
-            return Err(m.err(format!(
-                "alias {alias} -> {target} has no Hugging Face equivalent"
-            )));
+            return Err(m.err(format!("alias {alias} -> {target} has no Hugging Face equivalent")));
         }
     }
     if let Some(p) = model.vars.get("decoder/projection/weight") {
         let e = &model.vars["decoder/embeddings/weight"];
         if p.dims != e.dims || bytes[p.bytes.clone()] != bytes[e.bytes.clone()] {
-            return Err(m.err(
-                "decoder/projection/weight differs from the token embedding (untied output projection)"
-                    .into(),
-            ));
+            return Err(
+                m.err("decoder/projection/weight differs from the token embedding (untied output projection)".into())
+            );
         }
         m.used.insert("decoder/projection/weight".into());
     }
@@ -895,12 +699,7 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
     }
 
     // Remaining scalars are architecture flags; Whisper needs all of them off.
-    let left: Vec<String> = model
-        .vars
-        .keys()
-        .filter(|k| !m.used.contains(*k))
-        .cloned()
-        .collect();
+    let left: Vec<String> = model.vars.keys().filter(|k| !m.used.contains(*k)).cloned().collect();
     for name in left {
         if INFORMATIONAL.contains(&name.as_str()) {
             m.used.insert(name);
@@ -908,16 +707,11 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
         }
         let v = &model.vars[&name];
         if !v.dims.is_empty() {
-            return Err(m.err(format!(
-                "variable {name} {:?} has no place in the Whisper layout",
-                v.dims
-            )));
+            return Err(m.err(format!("variable {name} {:?} has no place in the Whisper layout", v.dims)));
         }
         let value = m.scalar(&name)?;
         if value != 0 {
-            return Err(m.err(format!(
-                "flag {name} is {value}; Whisper has this feature off"
-            )));
+            return Err(m.err(format!("flag {name} is {value}; Whisper has this feature off")));
         }
     }
 
@@ -984,10 +778,7 @@ struct HfConfig {
 }
 
 fn hf_config(m: &Mapped, ct2: &serde_json::Value, path: &Path) -> Result<HfConfig, ModelError> {
-    let bad = |reason: String| ModelError::Json {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| ModelError::Json { path: path.to_path_buf(), reason };
     let ints = |key: &str, required: bool| -> Result<Option<Vec<i64>>, ModelError> {
         match ct2.get(key) {
             None | Some(serde_json::Value::Null) if !required => Ok(None),

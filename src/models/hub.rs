@@ -30,12 +30,7 @@ impl hf_hub::api::Progress for Bar {
 }
 
 /// Makes `files` of a hub-sourced role present in `role_dir`.
-pub(crate) fn fetch(
-    store: &Store,
-    hub: &HubSource,
-    role_dir: &Path,
-    files: &[&ModelFile],
-) -> Result<(), ModelError> {
+pub(crate) fn fetch(store: &Store, hub: &HubSource, role_dir: &Path, files: &[&ModelFile]) -> Result<(), ModelError> {
     // Store::pull refuses unpinned entries before calling here.
     let revision = hub.revision.clone().unwrap_or_default();
     let hub_err = |file: &str, reason: String| ModelError::Hub {
@@ -46,20 +41,12 @@ pub(crate) fn fetch(
     };
     let cache = store.cache_dir().join("hub");
     std::fs::create_dir_all(&cache).at("create directory", &cache)?;
-    let mut builder = ApiBuilder::from_env()
-        .with_cache_dir(cache)
-        .with_progress(false);
+    let mut builder = ApiBuilder::from_env().with_cache_dir(cache).with_progress(false);
     if let Some(endpoint) = store.hub_endpoint() {
         builder = builder.with_endpoint(endpoint.to_string());
     }
-    let api = builder
-        .build()
-        .map_err(|e| hub_err(&hub.repo, e.to_string()))?;
-    let repo = api.repo(Repo::with_revision(
-        hub.repo.clone(),
-        RepoType::Model,
-        revision.clone(),
-    ));
+    let api = builder.build().map_err(|e| hub_err(&hub.repo, e.to_string()))?;
+    let repo = api.repo(Repo::with_revision(hub.repo.clone(), RepoType::Model, revision.clone()));
 
     for f in files {
         let Origin::Remote(remote) = &f.origin else {
@@ -67,9 +54,8 @@ pub(crate) fn fetch(
         };
         let dest = role_dir.join(&f.path);
         let bar = progress::bytes(f.size.unwrap_or(0), format!("downloading {}", f.path));
-        let pointer = repo
-            .download_with_progress(remote, Bar(bar.clone()))
-            .map_err(|e| hub_err(remote, e.to_string()))?;
+        let pointer =
+            repo.download_with_progress(remote, Bar(bar.clone())).map_err(|e| hub_err(remote, e.to_string()))?;
         bar.finish_and_clear();
         // The snapshot entry is a symlink to a blob named by its etag.
         let blob = std::fs::canonicalize(&pointer).at("resolve", &pointer)?;
@@ -81,11 +67,7 @@ pub(crate) fn fetch(
             // Drop the bad download so the next pull fetches it afresh.
             remove_if_exists(&blob)?;
             remove_if_exists(&pointer)?;
-            return Err(ModelError::ChecksumMismatch {
-                file: dest,
-                expected,
-                actual,
-            });
+            return Err(ModelError::ChecksumMismatch { file: dest, expected, actual });
         }
         install(&blob, &dest)?;
         remove_if_exists(&pointer)?;

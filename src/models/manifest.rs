@@ -164,16 +164,10 @@ impl Manifest {
 
     /// Parses manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ModelError> {
-        let err = |reason: String| ModelError::Manifest {
-            path: origin.to_string(),
-            reason,
-        };
+        let err = |reason: String| ModelError::Manifest { path: origin.to_string(), reason };
         let raw: RawManifest = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         if raw.version != 1 {
-            return Err(err(format!(
-                "version {} is not supported (this wick reads version 1)",
-                raw.version
-            )));
+            return Err(err(format!("version {} is not supported (this wick reads version 1)", raw.version)));
         }
         if raw.sets.is_empty() {
             return Err(err("no [sets.*] defined".into()));
@@ -190,16 +184,9 @@ impl Manifest {
             if roles.is_empty() {
                 return Err(err(format!("[sets.{name}] has no roles")));
             }
-            sets.push(ModelSet {
-                name,
-                description: set.description,
-                roles,
-            });
+            sets.push(ModelSet { name, description: set.description, roles });
         }
-        Ok(Manifest {
-            origin: origin.to_string(),
-            sets,
-        })
+        Ok(Manifest { origin: origin.to_string(), sets })
     }
 
     /// Names of all sets, sorted.
@@ -219,14 +206,11 @@ impl Manifest {
 
     /// The set called `name`, or an error listing the known ones.
     pub fn set(&self, name: &str) -> Result<&ModelSet, ModelError> {
-        self.sets
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| ModelError::UnknownSet {
-                set: name.to_string(),
-                manifest: self.origin.clone(),
-                known: self.set_names().join(", "),
-            })
+        self.sets.iter().find(|s| s.name == name).ok_or_else(|| ModelError::UnknownSet {
+            set: name.to_string(),
+            manifest: self.origin.clone(),
+            known: self.set_names().join(", "),
+        })
     }
 }
 
@@ -240,9 +224,7 @@ impl ModelSet {
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -254,15 +236,11 @@ fn check_name(name: &str) -> Result<(), String> {
 /// escape it.
 fn check_rel_path(p: &str) -> Result<(), String> {
     let path = Path::new(p);
-    let plain = !p.is_empty()
-        && !p.contains('\\')
-        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    let plain = !p.is_empty() && !p.contains('\\') && path.components().all(|c| matches!(c, Component::Normal(_)));
     if plain {
         Ok(())
     } else {
-        Err(format!(
-            "path '{p}' must be relative, without '..' or '.' components"
-        ))
+        Err(format!("path '{p}' must be relative, without '..' or '.' components"))
     }
 }
 
@@ -287,8 +265,7 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
                 return Err("repo/revision belong to source = \"hub\"".into());
             }
             let need = |v: Option<String>, key: &str| {
-                v.filter(|s| !s.is_empty())
-                    .ok_or_else(|| format!("source = \"wheel\" needs {key}"))
+                v.filter(|s| !s.is_empty()).ok_or_else(|| format!("source = \"wheel\" needs {key}"))
             };
             let wheel_sha = need(raw.wheel_sha256, "wheel_sha256")?;
             Source::Wheel(WheelSource {
@@ -309,21 +286,12 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
                 .ok_or("source = \"hub\" needs repo = \"owner/name\"")?;
             if let Some(rev) = &raw.revision {
                 if rev.len() != 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!(
-                        "revision '{rev}' must be a full 40-hex commit id (branches and tags move)"
-                    ));
+                    return Err(format!("revision '{rev}' must be a full 40-hex commit id (branches and tags move)"));
                 }
             }
-            Source::Hub(HubSource {
-                repo,
-                revision: raw.revision.map(|r| r.to_ascii_lowercase()),
-            })
+            Source::Hub(HubSource { repo, revision: raw.revision.map(|r| r.to_ascii_lowercase()) })
         }
-        other => {
-            return Err(format!(
-                "source = \"{other}\" is unknown (use \"wheel\" or \"hub\")"
-            ))
-        }
+        other => return Err(format!("source = \"{other}\" is unknown (use \"wheel\" or \"hub\")")),
     };
 
     let import = match raw.import {
@@ -331,17 +299,10 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
         Some(imp) => {
             let kind = match imp.kind.as_str() {
                 "ct2-whisper" => ImportKind::Ct2Whisper,
-                other => {
-                    return Err(format!(
-                        "import kind '{other}' is unknown (known: ct2-whisper)"
-                    ))
-                }
+                other => return Err(format!("import kind '{other}' is unknown (known: ct2-whisper)")),
             };
             check_rel_path(&imp.from)?;
-            Some(Import {
-                kind,
-                from: imp.from,
-            })
+            Some(Import { kind, from: imp.from })
         }
     };
 
@@ -357,10 +318,7 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
         let origin = match (&source, f.member, f.remote, f.derived) {
             (_, None, None, true) => {
                 if import.is_none() {
-                    return Err(format!(
-                        "file '{}' is derived, but the role has no import",
-                        f.path
-                    ));
+                    return Err(format!("file '{}' is derived, but the role has no import", f.path));
                 }
                 Origin::Derived
             }
@@ -371,16 +329,10 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
                 Origin::Remote(remote)
             }
             (Source::Wheel(_), _, _, _) => {
-                return Err(format!(
-                    "file '{}' needs exactly one of member = \"...\" or derived = true",
-                    f.path
-                ))
+                return Err(format!("file '{}' needs exactly one of member = \"...\" or derived = true", f.path))
             }
             (Source::Hub(_), _, _, _) => {
-                return Err(format!(
-                    "file '{}' needs remote (optional) or derived = true, not member",
-                    f.path
-                ))
+                return Err(format!("file '{}' needs remote (optional) or derived = true, not member", f.path))
             }
         };
         let sha256 = match f.sha256 {
@@ -390,28 +342,15 @@ fn convert_role(name: String, raw: RawRole) -> Result<Role, String> {
             None if matches!(origin, Origin::Remote(_)) => None,
             None => return Err(format!("file '{}' needs sha256", f.path)),
         };
-        files.push(ModelFile {
-            path: f.path,
-            origin,
-            sha256,
-            size: f.size,
-        });
+        files.push(ModelFile { path: f.path, origin, sha256, size: f.size });
     }
     if let Some(imp) = &import {
         let prefix = format!("{}/", imp.from);
         if !files.iter().any(|f| f.path.starts_with(&prefix)) {
-            return Err(format!(
-                "import reads '{}', but no source file lies under it",
-                imp.from
-            ));
+            return Err(format!("import reads '{}', but no source file lies under it", imp.from));
         }
     }
-    Ok(Role {
-        name,
-        source,
-        import,
-        files,
-    })
+    Ok(Role { name, source, import, files })
 }
 
 #[cfg(test)]
@@ -421,10 +360,7 @@ mod tests {
     #[test]
     fn builtin_manifest_parses() {
         let m = Manifest::builtin().unwrap();
-        assert_eq!(
-            m.set_names(),
-            vec!["default".to_string(), "test".to_string()]
-        );
+        assert_eq!(m.set_names(), vec!["default".to_string(), "test".to_string()]);
         let test = m.set("test").unwrap();
         let names: Vec<_> = test.roles.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["llm", "stt", "tts"]);
@@ -453,10 +389,7 @@ wheel_sha256 = "0000000000000000000000000000000000000000000000000000000000000000
 [[sets.x.roles.llm.files]]
 member = "p/a.gguf"
 "#;
-        let bad_path = format!(
-            "{base}path = \"../a.gguf\"\nsha256 = \"{}\"\n",
-            "0".repeat(64)
-        );
+        let bad_path = format!("{base}path = \"../a.gguf\"\nsha256 = \"{}\"\n", "0".repeat(64));
         let e = Manifest::parse(&bad_path, "t").unwrap_err().to_string();
         assert!(e.contains("'../a.gguf'"), "{e}");
         let no_sha = format!("{base}path = \"a.gguf\"\n");

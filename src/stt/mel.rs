@@ -29,9 +29,8 @@ impl MelFilters {
         let n_bins = N_FFT / 2 + 1;
         let fft_hz: Vec<f64> = (0..n_bins).map(|i| i as f64 * SAMPLE_RATE as f64 / N_FFT as f64).collect();
         let (mel_lo, mel_hi) = (hz_to_mel(0.0), hz_to_mel(SAMPLE_RATE as f64 / 2.0));
-        let points: Vec<f64> = (0..n_mels + 2)
-            .map(|i| mel_to_hz(mel_lo + (mel_hi - mel_lo) * i as f64 / (n_mels + 1) as f64))
-            .collect();
+        let points: Vec<f64> =
+            (0..n_mels + 2).map(|i| mel_to_hz(mel_lo + (mel_hi - mel_lo) * i as f64 / (n_mels + 1) as f64)).collect();
         let rows = (0..n_mels)
             .map(|m| {
                 let (left, centre, right) = (points[m], points[m + 1], points[m + 2]);
@@ -130,9 +129,8 @@ pub fn log_mel(samples: &[f32], filters: &MelFilters) -> LogMel {
     let live_frames = ((n + half).div_ceil(HOP)).min(total_frames);
     let n_frames = live_frames;
 
-    let window: Vec<f32> = (0..N_FFT)
-        .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / N_FFT as f32).cos())
-        .collect();
+    let window: Vec<f32> =
+        (0..N_FFT).map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / N_FFT as f32).cos()).collect();
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
     let mut frame = fft.make_input_vec();
     let mut spectrum = fft.make_output_vec();

@@ -133,7 +133,8 @@ impl Transcriber {
         let embed_is_f16 = embedding_is_f16(&weights).map_err(corrupt)?;
         // SAFETY: the file is memory-mapped read-only; wick's model store never rewrites a file
         // in place (updates land under a temporary name and are renamed over it).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), dtype, device) }.map_err(bad)?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), dtype, device) }
+            .map_err(bad)?;
         let model = Whisper::load(vb, config, embed_is_f16).map_err(bad)?;
         if let Some(lang) = &options.language {
             if model.config.is_multilingual() && tokens.language(lang).is_none() {
@@ -194,8 +195,7 @@ impl Transcriber {
             seek = end;
         }
         timings.windows = windows.len();
-        let text = windows
-            .iter().map(|w| w.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+        let text = windows.iter().map(|w| w.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
         Ok(Transcript { text, language, windows, timings })
     }
 
@@ -226,10 +226,11 @@ fn embedding_is_f16(path: &Path) -> Result<bool, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     // SAFETY: read-only map of a file the store replaces only by rename.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
-    let tensors = safetensors::SafeTensors::deserialize(&map).map_err(|e| format!("not a valid safetensors file ({e})"))?;
-    let embed = tensors
-        .tensor("model.decoder.embed_tokens.weight")
-        .map_err(|_| "no tensor model.decoder.embed_tokens.weight: not a Whisper checkpoint in Hugging Face layout".to_string())?;
+    let tensors =
+        safetensors::SafeTensors::deserialize(&map).map_err(|e| format!("not a valid safetensors file ({e})"))?;
+    let embed = tensors.tensor("model.decoder.embed_tokens.weight").map_err(|_| {
+        "no tensor model.decoder.embed_tokens.weight: not a Whisper checkpoint in Hugging Face layout".to_string()
+    })?;
     Ok(embed.dtype() == safetensors::Dtype::F16)
 }
 

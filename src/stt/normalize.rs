@@ -62,10 +62,8 @@ fn strip_number_separators(w: &str) -> String {
     let chars: Vec<char> = w.chars().collect();
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        let between_digits = i > 0
-            && i + 1 < chars.len()
-            && chars[i - 1].is_ascii_digit()
-            && chars[i + 1].is_ascii_digit();
+        let between_digits =
+            i > 0 && i + 1 < chars.len() && chars[i - 1].is_ascii_digit() && chars[i + 1].is_ascii_digit();
         match c {
             ',' if between_digits => {}
             '.' if between_digits => out.push('.'),
@@ -88,7 +86,9 @@ fn expand_contraction(w: &str) -> Vec<String> {
     if let Some(full) = whole {
         return full.split(' ').map(str::to_string).collect();
     }
-    for (suffix, full) in [("n't", "not"), ("'re", "are"), ("'ll", "will"), ("'ve", "have"), ("'m", "am"), ("'d", "would")] {
+    for (suffix, full) in
+        [("n't", "not"), ("'re", "are"), ("'ll", "will"), ("'ve", "have"), ("'m", "am"), ("'d", "would")]
+    {
         if let Some(stem) = w.strip_suffix(suffix) {
             if !stem.is_empty() {
                 return vec![stem.to_string(), full.to_string()];
@@ -100,8 +100,26 @@ fn expand_contraction(w: &str) -> Vec<String> {
 
 fn small_number(w: &str) -> Option<u64> {
     const ONES: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
     const TENS: [&str; 8] = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
     ONES.iter()
@@ -147,7 +165,11 @@ fn numbers_to_digits(words: Vec<String>) -> Vec<String> {
         } else if let (Some(m), Some((total, group))) = (multiplier(w), acc) {
             acc = Some(if m == 100 { (total, group.max(1) * 100) } else { (total + group.max(1) * m, 0) });
             last_small = None;
-        } else if w == "and" && acc.is_some() && words.get(i + 1).is_some_and(|n| small_number(n).is_some()) && last_small.is_none() {
+        } else if w == "and"
+            && acc.is_some()
+            && words.get(i + 1).is_some_and(|n| small_number(n).is_some())
+            && last_small.is_none()
+        {
             // "hundred and five": the "and" belongs to the number.
         } else {
             flush(&mut acc, &mut out);

@@ -24,7 +24,10 @@ fn exp(x: f32) -> f32 {
     let k = shifted - ROUND;
     let k_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = (xc - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((k_int + 127) as u32) << 23);
     if x < -87.0 {
         0.0
@@ -219,7 +222,10 @@ impl F16Matrix {
         let mut out = Vec::with_capacity(ids.len() * self.cols);
         for &id in ids {
             let start = id as usize * self.cols;
-            let row = self.data.get(start..start + self.cols).ok_or_else(|| candle_core::Error::Msg(format!("token id {id} is outside the vocabulary")))?;
+            let row = self
+                .data
+                .get(start..start + self.cols)
+                .ok_or_else(|| candle_core::Error::Msg(format!("token id {id} is outside the vocabulary")))?;
             out.extend(row.iter().map(|v| v.to_f32()));
         }
         Tensor::from_vec(out, (ids.len(), self.cols), &candle_core::Device::Cpu)
@@ -325,9 +331,11 @@ mod tests {
         let first: Vec<f32> = got.get(0).unwrap().to_vec1().unwrap();
         assert!(portable.iter().zip(&first).all(|(a, b)| (a - b).abs() < 1e-4));
         assert_eq!(got.dims(), &[2, 1031]);
-        let diff: f32 = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let diff: f32 =
+            (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
         assert!(diff < 1e-4, "{diff}");
-        let picked: Vec<f32> = F16Matrix::new(&w).unwrap().rows(&[3]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let picked: Vec<f32> =
+            F16Matrix::new(&w).unwrap().rows(&[3]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = w.get(3).unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap();
         assert_eq!(picked, want);
         assert!(F16Matrix::new(&w).unwrap().rows(&[1031]).is_err());

@@ -39,9 +39,8 @@ pub fn stt_dir() -> PathBuf {
 
 /// `../shared` beside the checkout (or `WICK_SHARED`): speech clips and peer references.
 pub fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("WICK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("..").join("shared"));
+    let dir =
+        std::env::var_os("WICK_SHARED").map(PathBuf::from).unwrap_or_else(|| repo_root().join("..").join("shared"));
     assert!(
         dir.join("speech/dev/manifest.tsv").is_file(),
         "{} has no speech/dev/manifest.tsv; the shared test data must sit beside the checkout (or set WICK_SHARED)",
@@ -82,7 +81,8 @@ pub fn run(cmd: &mut Command) -> (Output, String, String) {
 
 /// Writes mono 16-bit PCM at `rate`.
 pub fn write_wav_i16(path: &Path, samples: &[f32], rate: u32, channels: u16) {
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for &s in samples {
         for _ in 0..channels {
