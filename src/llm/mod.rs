@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod model;
+mod qlinear;
 pub mod sampling;
 pub mod synthetic;
 pub mod tokenizer;

@@ -8,9 +8,11 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
+
+use super::qlinear::QLinear;
 
 /// The shape of a Llama model, from the GGUF metadata.
 #[derive(Debug, Clone)]
@@ -116,14 +118,14 @@ impl QuantizedEmbedding {
 
 struct Layer {
     attn_norm: RmsNorm,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
     ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
     cache: KvCache,
 }
 
@@ -132,7 +134,7 @@ pub struct Llama {
     embed: QuantizedEmbedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: QLinear,
     cos: Tensor,
     sin: Tensor,
     max_context: usize,
@@ -156,7 +158,7 @@ impl Llama {
             }
             content.tensor(reader, name, device).map_err(|e| LoadError::Tensor { name: name.to_string(), source: e })
         };
-        let qmm = |t: QTensor| QMatMul::from_arc(Arc::new(t)).map_err(LoadError::Candle);
+        let qmm = |t: QTensor| QLinear::new(Arc::new(t)).map_err(LoadError::Candle);
         let norm = |t: QTensor, eps| -> std::result::Result<RmsNorm, LoadError> {
             Ok(RmsNorm { weight: t.dequantize(device).map_err(LoadError::Candle)?, eps })
         };
@@ -166,7 +168,7 @@ impl Llama {
         let output = if content.tensor_infos.contains_key("output.weight") {
             qmm(tensor("output.weight")?)?
         } else {
-            QMatMul::from_arc(table.clone()).map_err(LoadError::Candle)?
+            QLinear::new(table.clone()).map_err(LoadError::Candle)?
         };
         let embed = QuantizedEmbedding { table, host, n_embd: config.n_embd };
         let rope_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
