@@ -249,3 +249,28 @@ fn bench_llm_reports_speed_and_memory() {
     assert!(!out.status.success());
     assert!(stderr.contains("llama-3.2-3b-q4_k_m"), "{stderr}");
 }
+
+#[test]
+fn chat_without_prompt_holds_a_conversation_on_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = common::wick()
+        .args(["chat", "--greedy", "--max-tokens", "12", "--system", "Answer in one short sentence."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nWhat is the population of that city?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(answers.len(), 2, "one streamed answer per line: {stdout:?}");
+    assert!(answers.iter().all(|a| a.contains("Paris")), "{stdout:?}");
+}
