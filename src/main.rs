@@ -338,7 +338,7 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
                 break;
             }
             let mut out = std::io::stdout();
-            engine.reply(
+            let answered = engine.reply(
                 &mut conv,
                 line.trim(),
                 &options,
@@ -347,8 +347,12 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
                     let _ = out.flush();
                 },
                 &|| false,
-            )?;
+            );
             println!();
+            // A turn that fails (a message too long for the context) leaves the conversation usable.
+            if let Err(e) = answered {
+                eprintln!("wick: error: {e}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     };
