@@ -298,8 +298,16 @@ fn utf8_arg(flag: &str, value: std::ffi::OsString) -> Result<String> {
         .map_err(|raw| anyhow::anyhow!("{flag} is not valid UTF-8 text ({:?}); pass the text in UTF-8", raw))
 }
 
+/// Writes streamed text at once (stdout is line-buffered and answers arrive mid-line).
+fn print_now(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
-    use std::io::{BufRead, Write};
+    use std::io::BufRead;
     use wick::llm::engine::{Conversation, Engine};
 
     let system =
@@ -337,17 +345,7 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
             if line.trim().is_empty() {
                 break;
             }
-            let mut out = std::io::stdout();
-            let answered = engine.reply(
-                &mut conv,
-                line.trim(),
-                &options,
-                &mut |d| {
-                    let _ = out.write_all(d.as_bytes());
-                    let _ = out.flush();
-                },
-                &|| false,
-            );
+            let answered = engine.reply(&mut conv, line.trim(), &options, &mut print_now, &|| false);
             println!();
             // A turn that fails (a message too long for the context) leaves the conversation usable.
             if let Err(e) = answered {
@@ -357,7 +355,6 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
 
-    let mut out = std::io::stdout();
     let json = args.json;
     let reply = engine.reply(
         &mut conv,
@@ -365,8 +362,7 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
         &options,
         &mut |d| {
             if !json {
-                let _ = out.write_all(d.as_bytes());
-                let _ = out.flush();
+                print_now(d)
             }
         },
         &|| false,
