@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
-use super::{sampling::argmax, GgufFile, LlmError};
+use super::{sampling::argmax, GgufFile, Llama, LlmError};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LlmBench {
@@ -26,6 +26,15 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| (vocab / 4 + (i * 7919) % (vocab / 2)) as u32).collect()
 }
 
+/// Feeds the most likely token `steps` times, starting from `logits`; returns the last logits.
+fn greedy_steps(model: &mut Llama, mut logits: Tensor, steps: usize) -> candle_core::Result<Tensor> {
+    for _ in 0..steps {
+        let next = argmax(&logits.to_vec1::<f32>()?);
+        logits = model.forward(&[next])?;
+    }
+    Ok(logits)
+}
+
 pub fn run(
     file: &mut GgufFile,
     prompt_tokens: usize,
@@ -43,22 +52,16 @@ pub fn run(
     let vocab = model.config.vocab_size;
 
     let t = Instant::now();
-    let mut logits = model.forward(&prompt_ids(prompt_tokens, vocab)).map_err(fail)?;
+    let logits = model.forward(&prompt_ids(prompt_tokens, vocab)).map_err(fail)?;
     let prompt_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    for _ in 0..gen_tokens {
-        let next = argmax(&logits.to_vec1::<f32>().map_err(fail)?);
-        logits = model.forward(&[next]).map_err(fail)?;
-    }
+    greedy_steps(&mut model, logits, gen_tokens).map_err(fail)?;
     let gen_s = t.elapsed().as_secs_f64();
 
     model.reset();
     let t = Instant::now();
-    let mut logits = model.forward(&prompt_ids(32, vocab)).map_err(fail)?;
-    for _ in 0..49 {
-        let next = argmax(&logits.to_vec1::<f32>().map_err(fail)?);
-        logits = model.forward(&[next]).map_err(fail)?;
-    }
+    let logits = model.forward(&prompt_ids(32, vocab)).map_err(fail)?;
+    let logits = greedy_steps(&mut model, logits, 49).map_err(fail)?;
     argmax(&logits.to_vec1::<f32>().map_err(fail)?);
     let answer_50_s = t.elapsed().as_secs_f64();
 
