@@ -8,3 +8,4 @@ pub mod config;
 pub mod llm;
 pub mod models;
 pub mod stt;
+pub mod tts;
