@@ -42,6 +42,8 @@ pub struct LlmConfig {
     pub top_p: f32,
     pub repeat_penalty: f32,
     pub seed: u64,
+    /// Seconds without a turn after which the conversation starts over (0: never).
+    pub idle_reset_s: u64,
 }
 
 impl Default for LlmConfig {
@@ -57,7 +59,15 @@ impl Default for LlmConfig {
             top_p: s.top_p,
             repeat_penalty: s.repeat_penalty,
             seed: s.seed,
+            idle_reset_s: 300,
         }
+    }
+}
+
+impl LlmConfig {
+    /// How long a conversation may sit idle before it is forgotten (`None`: never).
+    pub fn idle_reset(&self) -> Option<std::time::Duration> {
+        (self.idle_reset_s > 0).then(|| std::time::Duration::from_secs(self.idle_reset_s))
     }
 }
 

@@ -331,7 +331,7 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
     let device = stt::default_device();
     let mut engine = Engine::open(&path, ctx.config.llm.context, &device)?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let mut conv = Conversation::with_history(system, turns);
+    let mut conv = Conversation::with_history(system, turns).with_idle_reset(ctx.config.llm.idle_reset());
 
     let Some(prompt) = prompt else {
         eprintln!(
@@ -344,6 +344,9 @@ fn chat(ctx: &Context_, args: ChatArgs) -> Result<ExitCode> {
             let line = line.context("reading stdin")?;
             if line.trim().is_empty() {
                 break;
+            }
+            if conv.forget_if_idle(Instant::now()) {
+                eprintln!("(idle for over {} s: starting a new conversation)", ctx.config.llm.idle_reset_s);
             }
             let answered = engine.reply(&mut conv, line.trim(), &options, &mut print_now, &|| false);
             println!();

@@ -178,6 +178,24 @@ fn a_second_turn_reuses_the_cache_and_remembers_the_first() {
 }
 
 #[test]
+fn an_idle_conversation_is_forgotten_before_the_next_turn() {
+    use std::time::Duration;
+    use wick::llm::engine::Conversation;
+    let mut engine = engine(2048);
+    // A zero idle time: any pause between turns is too long, so every turn starts over.
+    let mut conv = Conversation::new("You are a helpful assistant.").with_idle_reset(Some(Duration::ZERO));
+    engine.reply(&mut conv, "What is the capital of France?", &greedy(12), &mut |_| {}, &|| false).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let second = engine.reply(&mut conv, "Say hello.", &greedy(4), &mut |_| {}, &|| false).unwrap();
+    let fresh = engine
+        .reply(&mut Conversation::new("You are a helpful assistant."), "Say hello.", &greedy(4), &mut |_| {}, &|| false)
+        .unwrap();
+    assert_eq!(second.prompt_ids, fresh.prompt_ids, "the first turn should be gone from the prompt");
+    assert_eq!(second.prefill_tokens, second.prompt_ids.len(), "a fresh conversation prefills everything");
+    assert_eq!(conv.turns.len(), 1);
+}
+
+#[test]
 fn cancel_stops_generation_and_long_prompts_are_refused() {
     use std::cell::Cell;
     use wick::llm::engine::Conversation;

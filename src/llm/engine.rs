@@ -3,7 +3,7 @@
 //! context would overflow the oldest turns are dropped and the rest prefilled again.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
@@ -41,6 +41,10 @@ pub struct Conversation {
     cached: Vec<u32>,
     /// Sampled tokens not yet run through the model (the last token of the previous answer).
     unfed: Vec<u32>,
+    /// Forget the turns after this long without one (`None`: keep them).
+    idle_reset: Option<Duration>,
+    /// When the last turn ended.
+    last_turn: Option<Instant>,
 }
 
 impl Conversation {
@@ -51,6 +55,30 @@ impl Conversation {
     /// Starts from earlier turns given as text (their tokens are prefilled with the next turn).
     pub fn with_history(system: impl Into<String>, turns: Vec<(String, String)>) -> Self {
         Self { system: system.into(), turns, ..Default::default() }
+    }
+
+    /// Forgets the turns when the next one starts more than `idle` after the last ended, so a
+    /// new person at the appliance does not inherit the previous one's conversation.
+    pub fn with_idle_reset(mut self, idle: Option<Duration>) -> Self {
+        self.idle_reset = idle;
+        self
+    }
+
+    /// Starts over (keeping the system prompt) when idle for longer than the reset time at
+    /// `now`; true when it did.
+    pub fn forget_if_idle(&mut self, now: Instant) -> bool {
+        let idle = match (self.idle_reset, self.last_turn) {
+            (Some(limit), Some(last)) if now.saturating_duration_since(last) > limit => {
+                now.saturating_duration_since(last)
+            }
+            _ => return false,
+        };
+        tracing::info!(idle_s = idle.as_secs_f64(), turns = self.turns.len(), "conversation idle: starting over");
+        self.turns.clear();
+        self.cached.clear();
+        self.unfed.clear();
+        self.last_turn = None;
+        true
     }
 }
 
@@ -156,6 +184,7 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Reply, LlmError> {
+        conv.forget_if_idle(Instant::now());
         let feed = self.turn_tokens(conv, user, options.max_tokens)?;
         let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
         let start = Instant::now();
@@ -201,6 +230,31 @@ impl Engine {
         // A token sampled but not yet run through the model is fed with the next turn.
         conv.unfed = pending.into_iter().collect();
         conv.turns.push((user.to_string(), reply.text.clone()));
+        conv.last_turn = Some(Instant::now());
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_conversation_starts_over_and_a_busy_one_does_not() {
+        let start = Instant::now();
+        let mut conv = Conversation::with_history("sys", vec![("hi".into(), "hello".into())])
+            .with_idle_reset(Some(Duration::from_secs(300)));
+        assert!(!conv.forget_if_idle(start), "no turn has ended yet");
+        conv.last_turn = Some(start);
+        conv.cached = vec![1, 2, 3];
+        assert!(!conv.forget_if_idle(start + Duration::from_secs(299)));
+        assert_eq!(conv.turns.len(), 1);
+        assert!(conv.forget_if_idle(start + Duration::from_secs(301)));
+        assert!(conv.turns.is_empty() && conv.cached.is_empty());
+        assert_eq!(conv.system, "sys");
+
+        let mut kept = Conversation::with_history("sys", vec![("hi".into(), "hello".into())]);
+        kept.last_turn = Some(start);
+        assert!(!kept.forget_if_idle(start + Duration::from_secs(86_400)), "no reset time: kept");
     }
 }

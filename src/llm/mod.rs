@@ -6,6 +6,7 @@ pub mod chat;
 pub mod engine;
 pub mod model;
 mod qlinear;
+pub mod rope;
 pub mod sampling;
 pub mod synthetic;
 pub mod tokenizer;

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use super::qlinear::QLinear;
+use super::rope::{self, RopeScaling};
 
 /// The shape of a Llama model, from the GGUF metadata.
 #[derive(Debug, Clone)]
@@ -171,7 +172,8 @@ impl Llama {
             QLinear::new(table.clone()).map_err(LoadError::Candle)?
         };
         let embed = QuantizedEmbedding { table, host, n_embd: config.n_embd };
-        let rope_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
+        // A rope_freqs tensor holds the divisors directly; otherwise metadata may describe them.
+        let divisors = if content.tensor_infos.contains_key("rope_freqs.weight") {
             Some(
                 tensor("rope_freqs.weight")?
                     .dequantize(&Device::Cpu)
@@ -180,10 +182,12 @@ impl Llama {
                     .map_err(LoadError::Candle)?,
             )
         } else {
-            None
+            RopeScaling::from_metadata(&content.metadata)
+                .map_err(LoadError::Metadata)?
+                .divisors(config.rope_dim, config.rope_base)
         };
-        let (cos, sin) =
-            rope_tables(&config, rope_factors.as_deref(), max_context, device).map_err(LoadError::Candle)?;
+        let (cos, sin) = rope::tables(config.rope_dim, config.rope_base, divisors.as_deref(), max_context, device)
+            .map_err(LoadError::Candle)?;
 
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
@@ -270,28 +274,6 @@ impl Llama {
         let logits = self.output.forward(&self.norm.forward(&last)?)?;
         logits.flatten_all()?.to_dtype(DType::F32)
     }
-}
-
-/// cos/sin tables `[max_context, rope_dim / 2]` for interleaved RoPE. Llama 3 divides each
-/// frequency by a per-dimension factor (`rope_freqs.weight`) to stretch its context.
-fn rope_tables(
-    c: &LlamaConfig,
-    factors: Option<&[f32]>,
-    max_context: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let half = c.rope_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| {
-            let f = 1.0 / c.rope_base.powf(2.0 * i as f32 / c.rope_dim as f32);
-            f / factors.and_then(|fs| fs.get(i)).copied().unwrap_or(1.0)
-        })
-        .collect();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let positions =
-        Tensor::arange(0u32, max_context as u32, device)?.to_dtype(DType::F32)?.reshape((max_context, 1))?;
-    let angles = positions.matmul(&inv_freq)?;
-    Ok((angles.cos()?, angles.sin()?))
 }
 
 /// `[n, offset + n]` additive mask: query i sees cache positions `0..=offset + i`.

@@ -7,6 +7,8 @@ use std::path::Path;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
+use super::rope::RopeScaling;
+
 /// A model shape to imitate.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
@@ -52,27 +54,6 @@ fn more_bits(layer: usize, n_layer: usize) -> bool {
     layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2
 }
 
-/// Llama 3's RoPE frequency factors (scale 32, low/high frequency factors 1 and 4, original
-/// context 8192), as stored in `rope_freqs.weight`.
-fn llama3_rope_factors(head_dim: usize, base: f32) -> Vec<f32> {
-    let (factor, low, high, original) = (32.0f32, 1.0f32, 4.0f32, 8192.0f32);
-    let (low_wavelen, high_wavelen) = (original / low, original / high);
-    (0..head_dim / 2)
-        .map(|i| {
-            let freq = 1.0 / base.powf(2.0 * i as f32 / head_dim as f32);
-            let wavelen = 2.0 * std::f32::consts::PI / freq;
-            if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                factor
-            } else {
-                let smooth = (original / wavelen - low) / (high - low);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            }
-        })
-        .collect()
-}
-
 /// Random quantized blocks with small, finite scales.
 fn random_blocks(dtype: GgmlDType, rows: usize, cols: usize, state: &mut u64) -> candle_core::Result<QTensor> {
     let n_blocks = rows * cols / dtype.block_size();
@@ -106,6 +87,11 @@ fn f32_tensor(values: Vec<f32>) -> candle_core::Result<QTensor> {
     qtensor_from_ggml(GgmlDType::F32, &bytes, vec![values.len()], &Device::Cpu)
 }
 
+/// Llama 3.2's RoPE divisors, as its GGUF stores them in `rope_freqs.weight`.
+fn llama3_divisors(head_dim: usize, base: f32) -> Vec<f32> {
+    RopeScaling::LLAMA_3_2.divisors(head_dim, base).unwrap_or_default()
+}
+
 /// Writes the synthetic model `spec` to `path` (through a temporary name).
 pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
     use gguf_file::Value;
@@ -132,7 +118,7 @@ pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
     let mut tensors: Vec<(String, QTensor)> = vec![
         ("token_embd.weight".into(), random_blocks(GgmlDType::Q6K, spec.vocab, d, &mut state)?),
         ("output_norm.weight".into(), f32_tensor(vec![1.0; d])?),
-        ("rope_freqs.weight".into(), f32_tensor(llama3_rope_factors(head_dim, base))?),
+        ("rope_freqs.weight".into(), f32_tensor(llama3_divisors(head_dim, base))?),
     ];
     for i in 0..spec.n_layer {
         let wide = if more_bits(i, spec.n_layer) { GgmlDType::Q6K } else { GgmlDType::Q4K };
@@ -166,15 +152,6 @@ mod tests {
     fn q4_k_m_gives_the_documented_layers_more_bits() {
         let wide: Vec<usize> = (0..28).filter(|&i| more_bits(i, 28)).collect();
         assert_eq!(wide, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]);
-    }
-
-    #[test]
-    fn llama3_factors_span_one_to_thirty_two() {
-        let f = llama3_rope_factors(128, 500_000.0);
-        assert_eq!(f.len(), 64);
-        assert_eq!(f[0], 1.0);
-        assert_eq!(f[63], 32.0);
-        assert!(f.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
