@@ -447,11 +447,8 @@ fn bench_llm(
             let spec = synthetic::spec(&name)
                 .with_context(|| format!("no synthetic model {name:?}; choose one of {names:?}"))?;
             let path = ctx.store()?.dir().join("synthetic").join(format!("{name}.gguf"));
-            if !path.is_file() {
-                std::fs::create_dir_all(path.parent().expect("a file path has a parent"))
-                    .with_context(|| format!("creating {}", path.display()))?;
-                eprintln!("writing the synthetic model {} (once)", path.display());
-                synthetic::write(spec, &path).with_context(|| format!("writing {}", path.display()))?;
+            if synthetic::ensure(spec, &path).with_context(|| format!("writing {}", path.display()))? {
+                eprintln!("wrote the synthetic model {} (kept for later runs)", path.display());
             }
             path
         }

@@ -18,13 +18,15 @@ fn rss_bytes() -> u64 {
 fn synthetic_llama_3b_generates_without_an_f32_embedding_copy() {
     let spec = wick::llm::synthetic::spec("llama-3.2-3b-q4_k_m").unwrap();
     let path = common::pulled().join("synthetic").join("llama-3.2-3b-q4_k_m.gguf");
-    if !path.is_file() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        wick::llm::synthetic::write(spec, &path).unwrap();
-    }
+    wick::llm::synthetic::ensure(spec, &path).unwrap();
     let file_size = std::fs::metadata(&path).unwrap().len();
     let before = rss_bytes();
     let mut file = GgufFile::open(&path).unwrap();
+    // The vocabulary is there for other engines (llama-bench) and has Llama 3's special ids.
+    let tokenizer = wick::llm::tokenizer::LlmTokenizer::from_gguf_metadata(&file.content).unwrap();
+    assert_eq!(tokenizer.vocab_size(), 128_256);
+    assert_eq!(tokenizer.token_id("<|eot_id|>"), Some(128_009));
+    assert_eq!(tokenizer.token_id("<|begin_of_text|>"), Some(128_000));
     let context = 256;
     let mut model = file.load_model(context, &Device::Cpu).unwrap();
     let c = model.config.clone();

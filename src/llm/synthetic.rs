@@ -92,6 +92,61 @@ fn llama3_divisors(head_dim: usize, base: f32) -> Vec<f32> {
     RopeScaling::LLAMA_3_2.divisors(head_dim, base).unwrap_or_default()
 }
 
+/// Marks files written by this version of the generator; an older file is written again.
+const GENERATOR_KEY: &str = "wick.synthetic.version";
+const GENERATOR_VERSION: u32 = 2;
+
+/// Writes the synthetic model to `path` unless a file from this generator version is there.
+/// Returns true when it wrote.
+pub fn ensure(spec: Spec, path: &Path) -> candle_core::Result<bool> {
+    let current = std::fs::File::open(path)
+        .ok()
+        .and_then(|mut f| gguf_file::Content::read(&mut f).ok())
+        .is_some_and(|c| c.metadata.get(GENERATOR_KEY).and_then(|v| v.to_u32().ok()) == Some(GENERATOR_VERSION));
+    if current {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write(spec, path)?;
+    Ok(true)
+}
+
+/// A Llama 3-shaped byte-level BPE vocabulary, so that other engines (llama.cpp's
+/// `llama-bench`) load the file too: the 256 byte tokens, two-letter merges of a..z, filler
+/// tokens up to 128000, then the special tokens with `<|begin_of_text|>` and `<|eot_id|>` at
+/// Llama 3's ids. Its text means nothing; only its size matches.
+fn vocabulary(vocab: usize) -> Vec<(&'static str, gguf_file::Value)> {
+    use gguf_file::Value;
+    const FIRST_SPECIAL: usize = 128_000;
+    let letters = b'a'..=b'z';
+    let pairs: Vec<(char, char)> =
+        letters.clone().flat_map(|a| letters.clone().map(move |b| (a as char, b as char))).collect();
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| super::tokenizer::char_of_byte(b).to_string()).collect();
+    tokens.extend(pairs.iter().map(|(a, b)| format!("{a}{b}")));
+    let mut types = vec![1i32; tokens.len()];
+    for i in tokens.len()..vocab {
+        let (text, kind) = match i.checked_sub(FIRST_SPECIAL) {
+            None => (format!("<synthetic_{i}>"), 1),
+            Some(0) => ("<|begin_of_text|>".into(), 3),
+            Some(1) => ("<|end_of_text|>".into(), 3),
+            Some(9) => ("<|eot_id|>".into(), 3),
+            Some(n) => (format!("<|reserved_special_token_{n}|>"), 3),
+        };
+        tokens.push(text);
+        types.push(kind);
+    }
+    let merges = pairs.iter().map(|(a, b)| Value::String(format!("{a} {b}"))).collect();
+    vec![
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("llama-bpe".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+        ("tokenizer.ggml.merges", Value::Array(merges)),
+    ]
+}
+
 /// Writes the synthetic model `spec` to `path` (through a temporary name).
 pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
     use gguf_file::Value;
@@ -112,7 +167,9 @@ pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
         ("llama.vocab_size", Value::U32(spec.vocab as u32)),
         ("tokenizer.ggml.bos_token_id", Value::U32(128_000)),
         ("tokenizer.ggml.eos_token_id", Value::U32(128_009)),
+        (GENERATOR_KEY, Value::U32(GENERATOR_VERSION)),
     ];
+    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(vocabulary(spec.vocab)).collect();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let (d, kv, ff) = (spec.n_embd, spec.n_kv_head * head_dim, spec.n_ff);
     let mut tensors: Vec<(String, QTensor)> = vec![

@@ -598,6 +598,15 @@ const MOVED_BYTES: [u8; 68] = {
     out
 };
 
+/// The byte-level character that stands for byte `b`.
+pub(crate) fn char_of_byte(b: u8) -> char {
+    if printable_byte(b) {
+        return b as char;
+    }
+    let moved = MOVED_BYTES.iter().position(|&m| m == b).expect("every unprintable byte was moved");
+    char::from_u32(256 + moved as u32).expect("U+0100.. are characters")
+}
+
 /// The byte a byte-level character stands for, `None` for characters outside the alphabet.
 fn byte_of_char(c: char) -> Option<u8> {
     let code = c as u32;
@@ -695,6 +704,9 @@ mod tests {
 
     #[test]
     fn byte_level_alphabet_round_trips() {
+        for b in 0..=255u8 {
+            assert_eq!(byte_of_char(char_of_byte(b)), Some(b));
+        }
         // The forward map, built the way GPT-2 defines it, must invert exactly.
         let mut next = 256u32;
         for b in 0..=255u8 {
