@@ -257,6 +257,7 @@ mod q4_1 {
         }
     }
 
+    #[cfg(test)]
     pub fn dot(w: &[u8], x: &[Q8]) -> f32 {
         let mut out = [0.0];
         dots(w, &[x], &mut out);
