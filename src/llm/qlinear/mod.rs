@@ -73,7 +73,9 @@ impl QLinear {
             Q8_0 => matmul_t::<BlockQ8_0>(&bytes, &input, cols, &mut out),
             Q2K => matmul_t::<BlockQ2K>(&bytes, &input, cols, &mut out),
             Q3K => matmul_t::<BlockQ3K>(&bytes, &input, cols, &mut out),
-            Q4K => matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out),
+            // Candle's single-row Q4_K product is the faster one for generation.
+            Q4K if m == 1 => matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out),
+            Q4K => q4_k::matmul_t(&bytes, &input, cols, &mut out),
             Q5K => matmul_t::<BlockQ5K>(&bytes, &input, cols, &mut out),
             Q6K => matmul_t::<BlockQ6K>(&bytes, &input, cols, &mut out),
             Q8K => matmul_t::<BlockQ8K>(&bytes, &input, cols, &mut out),
@@ -104,6 +106,37 @@ fn by_weight_chunks(n: usize, m: usize, out: &mut [f32], compute: impl Fn(usize,
             out[i * n + start..i * n + start + width].copy_from_slice(&res[i * width..(i + 1) * width]);
         }
     }
+}
+
+/// `out[i][j] = dot(x[i], w[j])` for weight rows of `row_bytes` in `bytes` and `m` input rows,
+/// where `dots(w_row, rows, column)` fills `column[t] = dot(x[rows.start + t], w_row)`: the
+/// kernels unpack a weight row once for several input rows. Input rows are taken a tile at a
+/// time so that a tile and a chunk of weight rows both stay in cache; without tiling a long
+/// prompt's activations were streamed from memory once per weight row.
+fn by_weight_rows(
+    bytes: &[u8],
+    row_bytes: usize,
+    m: usize,
+    out: &mut [f32],
+    dots: impl Fn(&[u8], std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    const TILE: usize = 16;
+    let n = bytes.len() / row_bytes;
+    by_weight_chunks(n, m, out, |start, end, res| {
+        let width = end - start;
+        let mut column = [0.0f32; TILE];
+        for first in (0..m).step_by(TILE) {
+            let rows = first..(first + TILE).min(m);
+            let column = &mut column[..rows.len()];
+            for j in 0..width {
+                let r = start + j;
+                dots(&bytes[r * row_bytes..(r + 1) * row_bytes], rows.clone(), column);
+                for (t, v) in column.iter().enumerate() {
+                    res[(first + t) * width + j] = *v;
+                }
+            }
+        }
+    });
 }
 
 /// `out[i][j] = dot(x[i], w[j])` with `w` as rows of `T` blocks.
@@ -137,152 +170,8 @@ fn matmul_t<T: GgmlType>(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     });
 }
 
-/// Q4_1 weights (per 32 values: f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles; value =
-/// d * q + m) against 8-bit activations (per 32: scale, scale * sum, 32 signed bytes), as in
-/// llama.cpp's Q4_1 x Q8_1 dot product. Candle has no SIMD version of this one, which left
-/// SmolLM2 (a Q4_1 model) at a sixth of llama.cpp's speed.
-mod q4_1 {
-    pub const BLOCK: usize = 32;
-    const WEIGHT_BYTES: usize = 20;
-
-    /// One block of quantized activations.
-    #[derive(Clone, Copy)]
-    pub struct Q8 {
-        pub d: f32,
-        /// `d * sum(qs)`, which carries the weights' minimum through the dot product.
-        pub s: f32,
-        pub qs: [i8; BLOCK],
-    }
-
-    pub fn quantize(x: &[f32]) -> Vec<Q8> {
-        x.chunks_exact(BLOCK)
-            .map(|b| {
-                let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-                let mut qs = [0i8; BLOCK];
-                for (q, v) in qs.iter_mut().zip(b) {
-                    *q = (v * id).round() as i8;
-                }
-                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-                Q8 { d, s: d * sum as f32, qs }
-            })
-            .collect()
-    }
-
-    fn header(w: &[u8]) -> (f32, f32) {
-        let f = |i: usize| half::f16::from_le_bytes([w[i], w[i + 1]]).to_f32();
-        (f(0), f(2))
-    }
-
-    pub fn dot_portable(w: &[u8], x: &[Q8]) -> f32 {
-        w.chunks_exact(WEIGHT_BYTES)
-            .zip(x)
-            .map(|(wb, xb)| {
-                let (d, m) = header(wb);
-                let mut sum = 0i32;
-                for j in 0..BLOCK / 2 {
-                    let byte = wb[4 + j];
-                    sum += (byte & 0x0f) as i32 * xb.qs[j] as i32 + (byte >> 4) as i32 * xb.qs[j + BLOCK / 2] as i32;
-                }
-                d * xb.d * sum as f32 + m * xb.s
-            })
-            .sum()
-    }
-
-    /// Dot products of one weight row with `R` activation rows at once: each weight block is
-    /// unpacked once and used `R` times, which is what makes prompt processing (many rows)
-    /// cheaper per row than generation. The scales are converted with F16C in place; calling
-    /// `half` here cost a fifth of the time in a baseline x86-64 build, where it cannot inline.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_avx2<const R: usize>(w: &[u8], xs: [&[Q8]; R]) -> [f32; R] {
-        use std::arch::x86_64::*;
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut min_sum = [0.0f32; R];
-        let low = _mm256_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi16(1);
-        for (b, wb) in w.chunks_exact(WEIGHT_BYTES).enumerate() {
-            let header = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-            let d = _mm_cvtss_f32(header);
-            let m = _mm_cvtss_f32(_mm_movehdup_ps(header));
-            let packed = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
-            // Low nibbles hold values 0..16 of the block, high nibbles 16..32.
-            let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-            for r in 0..R {
-                let xb = &xs[r][b];
-                let q8 = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, q8), ones);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sums), acc[r]);
-                min_sum[r] += m * xb.s;
-            }
-        }
-        let mut out = [0.0f32; R];
-        for r in 0..R {
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
-            out[r] = lanes.iter().sum::<f32>() + min_sum[r];
-        }
-        out
-    }
-
-    fn simd() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        #[allow(unreachable_code)]
-        false
-    }
-
-    /// `dot(w, xs[r])` for every r, the weight row unpacked once per `ROWS` activation rows.
-    pub fn dots(w: &[u8], xs: &[&[Q8]], out: &mut [f32]) {
-        const ROWS: usize = 4;
-        #[cfg(target_arch = "x86_64")]
-        if simd() {
-            let mut groups = xs.chunks_exact(ROWS);
-            let mut outs = out.chunks_exact_mut(ROWS);
-            for (g, o) in (&mut groups).zip(&mut outs) {
-                // SAFETY: the CPU has the features; every load stays inside a 20-byte weight
-                // block (16 bytes from offset 4) or a 32-byte activation block, and each
-                // activation row has as many blocks as the weight row (checked by the caller).
-                o.copy_from_slice(&unsafe { dot_avx2::<ROWS>(w, [g[0], g[1], g[2], g[3]]) });
-            }
-            for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
-                // SAFETY: as above.
-                *o = unsafe { dot_avx2::<1>(w, [x]) }[0];
-            }
-            return;
-        }
-        for (x, o) in xs.iter().zip(out) {
-            *o = dot_portable(w, x);
-        }
-    }
-
-    #[cfg(test)]
-    pub fn dot(w: &[u8], x: &[Q8]) -> f32 {
-        let mut out = [0.0];
-        dots(w, &[x], &mut out);
-        out[0]
-    }
-
-    pub fn matmul_t(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
-        let row_bytes = k / BLOCK * WEIGHT_BYTES;
-        let n = bytes.len() / row_bytes;
-        let m = x.len() / k;
-        let xq = quantize(x);
-        let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
-        super::by_weight_chunks(n, m, out, |start, end, res| {
-            let width = end - start;
-            let mut column = vec![0.0f32; m];
-            for j in 0..width {
-                let r = start + j;
-                dots(&bytes[r * row_bytes..(r + 1) * row_bytes], &xs, &mut column);
-                for (i, v) in column.iter().enumerate() {
-                    res[i * width + j] = *v;
-                }
-            }
-        });
-    }
-}
+mod q4_1;
+mod q4_k;
 
 #[cfg(test)]
 mod tests {
@@ -326,6 +215,25 @@ mod tests {
                 let b = q4_1::dot_portable(row, x);
                 assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: {a} vs {b}");
                 assert_eq!(*a, q4_1::dot(row, x));
+            }
+        }
+    }
+
+    #[test]
+    fn q4_k_simd_matches_the_portable_dot_for_any_row_count() {
+        let w = Tensor::randn(0f32, 1.0, (5, 512), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+        let bytes = q.data().unwrap();
+        let x: Vec<f32> = (0..7 * 512).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
+        let xq = q4_k::quantize(&x);
+        let xs: Vec<&[q4_k::Q8K]> = xq.chunks_exact(2).collect();
+        for r in 0..5 {
+            let row = &bytes[r * 2 * 144..(r + 1) * 2 * 144];
+            let mut got = [0.0f32; 7];
+            q4_k::dots(row, &xs, &mut got);
+            for (i, (a, x)) in got.iter().zip(&xs).enumerate() {
+                let b = q4_k::dot_portable(row, x);
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: {a} vs {b}");
             }
         }
     }
