@@ -83,8 +83,8 @@ pub fn dot_portable(w: &[u8], x: &[Q8K]) -> f32 {
                 }
                 sumi += lo * sc[2 * c] as i32 + hi * sc[2 * c + 1] as i32;
             }
-            for j in 0..8 {
-                summ += mn[j] as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
+            for (j, &m) in mn.iter().enumerate() {
+                summ += m as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
             }
             xb.d * (d * sumi as f32 - dmin * summ as f32)
         })
