@@ -2,3 +2,7 @@
 //! phonemes, phonemes become the voice's ids, the VITS network turns ids into audio; a
 //! chunker cuts the language model's streamed text into speakable pieces first. When no
 //! neural voice can be loaded, espeak-ng's own synthesizer speaks instead.
+
+pub mod onnx;
+pub mod vits;
+pub mod voice;
