@@ -88,7 +88,7 @@ impl Decoder {
             }
             x = (sum.expect("a stage has residual blocks") / stage.resblocks.len() as f64)?;
         }
-        self.conv_post.forward(&leaky_relu(&x, FINAL_SLOPE)?)?.tanh()
+        self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?.tanh()
     }
 }
 
@@ -111,7 +111,7 @@ impl ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for conv in &self.convs {
-            x = (conv.forward(&leaky_relu(&x, SLOPE)?)? + x)?;
+            x = conv.forward_fused(&x, Some(SLOPE), Some(&x))?;
         }
         Ok(x)
     }

@@ -2,7 +2,9 @@
 //! padding and dilation come from the graph, the transposed convolution of the upsampler,
 //! channel layer norm, leaky ReLU, and counting a module's numbered children.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::kernels::UnfoldedConv;
 
 use super::VitsError;
 use crate::tts::onnx::{ConvAttrs, OnnxWeights};
@@ -11,13 +13,23 @@ use crate::tts::onnx::{ConvAttrs, OnnxWeights};
 /// from the graph node.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
-    weight: Tensor,
-    /// `[1, out, 1]`, ready to broadcast over batch and time.
-    bias: Option<Tensor>,
+    kernel: Kernel,
     attrs: ConvAttrs,
+    kernel_size: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// A dense convolution as one matrix product: `[out, in·k + 1]` against the input's k
+    /// shifted copies stacked with a row of ones (so the last column adds the bias). The
+    /// stack is built from whole rows, and the product comes out in `[out, time]` order;
+    /// Candle's own conv1d gathers element by element and transposes its result.
+    Unfolded { matrix: Tensor },
     /// Depthwise convolutions run as a sum of shifted, scaled copies: Candle would split
     /// them into one tiny convolution per channel.
-    depthwise_taps: Option<Vec<Tensor>>,
+    Depthwise { taps: Vec<Tensor>, bias: Option<Tensor> },
+    /// Anything else (strided, grouped): Candle's conv1d, bias `[1, out, 1]`.
+    General { weight: Tensor, bias: Option<Tensor> },
 }
 
 impl Conv1d {
@@ -43,32 +55,89 @@ impl Conv1d {
                 ),
             ));
         }
+        let kernel_size = dims[2];
         let bias = load_bias(w, module, out_channels, device)?;
-        let depthwise_taps = if attrs.groups > 1 && attrs.groups == in_channels && dims[1] == 1 && attrs.stride == 1 {
-            let taps = (0..dims[2])
+        let kernel = if attrs.groups == 1 && attrs.stride == 1 {
+            let bias = match bias {
+                Some(b) => b.reshape((out_channels, 1))?,
+                None => Tensor::zeros((out_channels, 1), weight.dtype(), device)?,
+            };
+            let matrix = Tensor::cat(&[&weight.reshape((out_channels, in_channels * kernel_size))?, &bias], 1)?;
+            Kernel::Unfolded { matrix }
+        } else if attrs.groups == in_channels && dims[1] == 1 && attrs.stride == 1 {
+            let taps = (0..kernel_size)
                 .map(|k| weight.narrow(2, k, 1).and_then(|t| t.reshape((1, out_channels, 1))))
                 .collect::<Result<Vec<_>>>()?;
-            Some(taps)
+            Kernel::Depthwise { taps, bias }
         } else {
-            None
+            Kernel::General { weight, bias }
         };
-        Ok(Self { weight, bias, attrs, depthwise_taps })
+        Ok(Self { kernel, attrs, kernel_size })
     }
 
     pub fn kernel_size(&self) -> usize {
-        self.weight.dim(2).unwrap_or(0)
+        self.kernel_size
     }
 }
 
-impl Module for Conv1d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Conv1d {
+    /// `conv(leaky_relu(x, slope)) + residual`, with the activation and the residual fused
+    /// into the CPU kernel where it applies.
+    pub fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
         let a = self.attrs;
-        let y = match &self.depthwise_taps {
-            Some(taps) => {
-                let len = x.dim(2)?;
+        if let Kernel::Unfolded { matrix } = &self.kernel {
+            if x.device().is_cpu() && x.dtype() == DType::F32 && x.dim(0)? == 1 {
+                let op = UnfoldedConv {
+                    kernel: self.kernel_size,
+                    dilation: a.dilation,
+                    padding: a.padding,
+                    slope: slope.map(|s| s as f32),
+                };
+                let x = x.contiguous()?;
+                return match residual {
+                    Some(r) => x.apply_op3_no_bwd(matrix, &r.contiguous()?, &op),
+                    None => x.apply_op2_no_bwd(matrix, &op),
+                };
+            }
+        }
+        let x = match slope {
+            Some(s) => leaky_relu(x, s)?,
+            None => x.clone(),
+        };
+        let y = self.forward_ops(&x)?;
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
+    }
+
+    /// The convolution in Candle ops, for any device.
+    fn forward_ops(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.attrs;
+        let (batch, _, len) = x.dims3()?;
+        let span = a.dilation * (self.kernel_size - 1);
+        let out_len = (len + 2 * a.padding).saturating_sub(span);
+        match &self.kernel {
+            Kernel::Unfolded { matrix } if batch == 1 => {
+                let x = x.squeeze(0)?.pad_with_zeros(1, a.padding, a.padding)?;
+                let ones = Tensor::ones((1, 1, out_len), x.dtype(), x.device())?;
+                let mut rows = Vec::with_capacity(self.kernel_size);
+                for k in 0..self.kernel_size {
+                    rows.push(x.narrow(1, k * a.dilation, out_len)?.unsqueeze(1)?);
+                }
+                // [in, k, time]: row i·k + j is input channel i shifted by tap j, matching
+                // the weight's [out, in, k] layout.
+                let stacked = Tensor::cat(&rows, 1)?.flatten(0, 1)?;
+                let stacked = Tensor::cat(&[&stacked, &ones.squeeze(0)?], 0)?;
+                matrix.matmul(&stacked)?.unsqueeze(0)
+            }
+            Kernel::Unfolded { .. } => {
+                // The voice runs one sentence at a time; other batches go one by one.
+                let ys = (0..batch).map(|b| self.forward_ops(&x.narrow(0, b, 1)?)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&ys, 0)
+            }
+            Kernel::Depthwise { taps, bias } => {
                 let padded = x.pad_with_zeros(2, a.padding, a.padding)?;
-                let span = a.dilation * (taps.len() - 1);
-                let out_len = (len + 2 * a.padding).saturating_sub(span);
                 let mut acc: Option<Tensor> = None;
                 for (k, tap) in taps.iter().enumerate() {
                     let term = padded.narrow(2, k * a.dilation, out_len)?.broadcast_mul(tap)?;
@@ -77,14 +146,25 @@ impl Module for Conv1d {
                         None => term,
                     });
                 }
-                acc.expect("a convolution has at least one tap")
+                add_bias(acc.expect("a convolution has at least one tap"), bias.as_ref())
             }
-            None => x.conv1d(&self.weight, a.padding, a.stride, a.dilation, a.groups)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            Kernel::General { weight, bias } => {
+                add_bias(x.conv1d(weight, a.padding, a.stride, a.dilation, a.groups)?, bias.as_ref())
+            }
         }
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, None, None)
+    }
+}
+
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }
 
@@ -128,11 +208,7 @@ impl Module for ConvTranspose1d {
         let a = self.attrs;
         let full = x.conv_transpose1d(&self.weight, 0, 0, a.stride, 1, 1)?;
         let len = full.dim(2)?;
-        let y = full.narrow(2, a.padding, len - 2 * a.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        add_bias(full.narrow(2, a.padding, len - 2 * a.padding)?, self.bias.as_ref())
     }
 }
 
