@@ -14,7 +14,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Bytes of unfolded input per block: well inside a 1 MiB L2 with room for the weights.
-const BLOCK_BYTES: usize = 256 * 1024;
+const BLOCK_BYTES: usize = 512 * 1024;
 
 /// One dense convolution with stride 1 and symmetric zero padding, its weight and bias as a
 /// `[out, in·k + 1]` matrix. As a Candle op: `(x [1, in, time], matrix)` or
@@ -81,7 +81,12 @@ impl UnfoldedConv {
         if out_len == 0 {
             return out;
         }
-        let block = (BLOCK_BYTES / 4 / width).clamp(16, 8192);
+        // As many blocks as fit the cache budget, rounded up to a multiple of the threads
+        // so that the last round keeps every core busy, then sized evenly.
+        let threads = rayon::current_num_threads().max(1);
+        let max_block = (BLOCK_BYTES / 4 / width).clamp(16, 8192);
+        let blocks = out_len.div_ceil(max_block).div_ceil(threads) * threads;
+        let block = out_len.div_ceil(blocks).max(1);
         let blocks = out_len.div_ceil(block);
         let dst = OutPtr(out.as_mut_ptr());
         let run_block = |b: usize, col: &mut Vec<f32>, parallelism: Parallelism| {
@@ -94,19 +99,19 @@ impl UnfoldedConv {
             // never touch the same element.
             unsafe {
                 gemm::gemm(
-                    c_out,
                     n,
+                    c_out,
                     width,
                     dst.at(t0),
-                    1,
                     out_len as isize,
+                    1,
                     residual.is_some(),
-                    matrix.as_ptr(),
-                    1,
-                    width as isize,
                     col.as_ptr(),
-                    1,
                     n as isize,
+                    1,
+                    matrix.as_ptr(),
+                    width as isize,
+                    1,
                     1.0f32,
                     1.0f32,
                     false,
@@ -116,7 +121,6 @@ impl UnfoldedConv {
                 )
             }
         };
-        let threads = rayon::current_num_threads();
         if blocks > 1 && threads > 1 {
             (0..blocks).into_par_iter().for_each_init(Vec::new, |col, b| run_block(b, col, Parallelism::None));
         } else {
