@@ -5,4 +5,7 @@
 
 pub mod chunker;
 pub mod espeak;
+pub mod onnx;
 pub mod phonemes;
+pub mod vits;
+pub mod voice;

@@ -1,0 +1,236 @@
+//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, four fifths of synthesis
+//! time, most of it in the decoder at audio rate. Candle's CPU conv1d unfolds the whole
+//! input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
+//! multiplies, and transposes the result back; the traffic, not the arithmetic, dominated.
+//!
+//! Here time is cut into blocks whose unfolded input (`[in·k + 1, block]`, the last row ones
+//! for the bias) stays in the core's L2 cache, built from whole rows with the optional leaky
+//! ReLU applied on the way, and one matrix product per block writes `[out, block]` straight
+//! into the output, adding onto a residual when there is one. Blocks spread over the rayon
+//! pool. Other devices use the same arithmetic through Candle ops (see `layers::Conv1d`).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Bytes of unfolded input per block: well inside a 1 MiB L2 with room for the weights.
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// One dense convolution with stride 1 and symmetric zero padding, its weight and bias as a
+/// `[out, in·k + 1]` matrix. As a Candle op: `(x [1, in, time], matrix)` or
+/// `(x, matrix, residual [1, out, time'])`.
+#[derive(Debug, Clone, Copy)]
+pub struct UnfoldedConv {
+    pub kernel: usize,
+    pub dilation: usize,
+    pub padding: usize,
+    /// Leaky ReLU slope applied to the input first, if any.
+    pub slope: Option<f32>,
+}
+
+impl UnfoldedConv {
+    pub fn out_len(&self, len: usize) -> usize {
+        (len + 2 * self.padding).saturating_sub(self.dilation * (self.kernel - 1))
+    }
+
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        matrix: (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, c_in, len) = x.1.shape().dims3()?;
+        let (c_out, width) = matrix.1.shape().dims2()?;
+        if batch != 1 || width != c_in * self.kernel + 1 {
+            candle_core::bail!(
+                "unfolded conv: input {:?} does not fit matrix {:?} (kernel {})",
+                x.1.shape(),
+                matrix.1.shape(),
+                self.kernel
+            )
+        }
+        let out_len = self.out_len(len);
+        let residual = match residual {
+            Some(r) => {
+                if r.1.shape().dims() != [1, c_out, out_len] {
+                    candle_core::bail!("unfolded conv: residual {:?} is not [1, {c_out}, {out_len}]", r.1.shape())
+                }
+                Some(contiguous_f32(r)?)
+            }
+            None => None,
+        };
+        let out = self.compute(contiguous_f32(x)?, c_in, len, contiguous_f32(matrix)?, c_out, residual);
+        Ok((CpuStorage::F32(out), Shape::from((1, c_out, out_len))))
+    }
+
+    fn compute(
+        &self,
+        x: &[f32],
+        c_in: usize,
+        len: usize,
+        matrix: &[f32],
+        c_out: usize,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let width = c_in * self.kernel + 1;
+        let out_len = self.out_len(len);
+        let mut out = match residual {
+            Some(r) => r.to_vec(),
+            None => vec![0.0; c_out * out_len],
+        };
+        if out_len == 0 {
+            return out;
+        }
+        // As many blocks as fit the cache budget, rounded up to a multiple of the threads
+        // so that the last round keeps every core busy, then sized evenly.
+        let threads = rayon::current_num_threads().max(1);
+        let max_block = (BLOCK_BYTES / 4 / width).clamp(16, 8192);
+        let blocks = out_len.div_ceil(max_block).div_ceil(threads) * threads;
+        let block = out_len.div_ceil(blocks).max(1);
+        let blocks = out_len.div_ceil(block);
+        let dst = OutPtr(out.as_mut_ptr());
+        let run_block = |b: usize, col: &mut Vec<f32>, parallelism: Parallelism| {
+            let t0 = b * block;
+            let n = block.min(out_len - t0);
+            self.unfold(x, c_in, len, t0, n, col);
+            // SAFETY: `col` holds `width` rows of `n`, `matrix` `c_out` rows of `width`, and
+            // the destination is columns t0..t0+n of the `c_out` rows of `out_len` in `out`,
+            // which outlives this call. Blocks write disjoint columns, so concurrent blocks
+            // never touch the same element.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    c_out,
+                    width,
+                    dst.at(t0),
+                    out_len as isize,
+                    1,
+                    residual.is_some(),
+                    col.as_ptr(),
+                    n as isize,
+                    1,
+                    matrix.as_ptr(),
+                    width as isize,
+                    1,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        };
+        if blocks > 1 && threads > 1 {
+            (0..blocks).into_par_iter().for_each_init(Vec::new, |col, b| run_block(b, col, Parallelism::None));
+        } else {
+            let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+            let mut col = Vec::new();
+            (0..blocks).for_each(|b| run_block(b, &mut col, parallelism));
+        }
+        out
+    }
+
+    /// Rows `i·k + j` of `col`: input channel i at times t0 + j·dilation - padding onward,
+    /// zero outside the input, then a row of ones.
+    fn unfold(&self, x: &[f32], c_in: usize, len: usize, t0: usize, n: usize, col: &mut Vec<f32>) {
+        let k = self.kernel;
+        col.clear();
+        col.resize((c_in * k + 1) * n, 0.0);
+        for ci in 0..c_in {
+            let src = &x[ci * len..(ci + 1) * len];
+            for j in 0..k {
+                let row = &mut col[(ci * k + j) * n..(ci * k + j + 1) * n];
+                // Input time of row element 0; the valid part is where 0 <= start + t < len.
+                let start = (t0 + j * self.dilation) as isize - self.padding as isize;
+                let lo = (-start).clamp(0, n as isize) as usize;
+                let hi = (len as isize - start).clamp(lo as isize, n as isize) as usize;
+                if lo == hi {
+                    continue;
+                }
+                let from = (start + lo as isize) as usize;
+                let (dst, src) = (&mut row[lo..hi], &src[from..from + (hi - lo)]);
+                match self.slope {
+                    Some(s) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(v * s)),
+                    None => dst.copy_from_slice(src),
+                }
+            }
+        }
+        col[c_in * k * n..].fill(1.0);
+    }
+}
+
+/// The output buffer shared by the blocks, which write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: see `compute`: every block writes its own columns only.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+fn contiguous_f32<'a>((storage, layout): (&'a CpuStorage, &Layout)) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("the voice's CPU convolution takes contiguous f32 tensors"),
+    }
+}
+
+impl CustomOp2 for UnfoldedConv {
+    fn name(&self) -> &'static str {
+        "wick-unfolded-conv1d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), None)
+    }
+}
+
+impl CustomOp3 for UnfoldedConv {
+    fn name(&self) -> &'static str {
+        "wick-unfolded-conv1d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// The kernel against Candle's conv1d, across block edges, padding and dilation.
+    #[test]
+    fn matches_candle_conv1d() {
+        let dev = Device::Cpu;
+        let (c_in, c_out, len) = (5, 3, 20_000);
+        for (k, dilation, padding) in [(1, 1, 0), (3, 1, 1), (5, 2, 4), (7, 12, 36), (3, 1, 0)] {
+            let x = Tensor::randn(0f32, 1.0, (1, c_in, len), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (c_out, c_in, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+            let r = Tensor::randn(0f32, 1.0, (1, c_out, len + 2 * padding - dilation * (k - 1)), &dev).unwrap();
+            let matrix = Tensor::cat(&[w.reshape((c_out, c_in * k)).unwrap(), b.reshape((c_out, 1)).unwrap()], 1).unwrap();
+            let op = UnfoldedConv { kernel: k, dilation, padding, slope: Some(0.1) };
+            let ours = x.apply_op3_no_bwd(&matrix, &r, &op).unwrap();
+            let act = x.maximum(&(&x * 0.1).unwrap()).unwrap();
+            let expected = act.conv1d(&w, padding, 1, dilation, 1).unwrap().broadcast_add(&b.reshape((1, c_out, 1)).unwrap());
+            let expected = (expected.unwrap() + &r).unwrap();
+            let diff = (ours - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-3, "k={k} d={dilation} p={padding}: max diff {diff}");
+        }
+    }
+}

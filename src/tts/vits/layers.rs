@@ -1,0 +1,302 @@
+//! The building blocks every part of the voice network shares: 1-D convolutions whose
+//! padding and dilation come from the graph, the transposed convolution of the upsampler,
+//! channel layer norm, leaky ReLU, and counting a module's numbered children.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::kernels::UnfoldedConv;
+
+use super::VitsError;
+use crate::tts::onnx::{ConvAttrs, OnnxWeights};
+
+/// A `Conv1d` as exported: weight `[out, in / groups, kernel]`, optional bias, attributes
+/// from the graph node.
+#[derive(Debug, Clone)]
+pub struct Conv1d {
+    kernel: Kernel,
+    attrs: ConvAttrs,
+    kernel_size: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// A dense convolution as one matrix product: `[out, in·k + 1]` against the input's k
+    /// shifted copies stacked with a row of ones (so the last column adds the bias). The
+    /// stack is built from whole rows, and the product comes out in `[out, time]` order;
+    /// Candle's own conv1d gathers element by element and transposes its result.
+    Unfolded { matrix: Tensor },
+    /// Depthwise convolutions run as a sum of shifted, scaled copies: Candle would split
+    /// them into one tiny convolution per channel.
+    Depthwise { taps: Vec<Tensor>, bias: Option<Tensor> },
+    /// Anything else (strided, grouped): Candle's conv1d, bias `[1, out, 1]`.
+    General { weight: Tensor, bias: Option<Tensor> },
+}
+
+impl Conv1d {
+    /// Loads module `module` (e.g. `dec.conv_pre`), which must take `in_channels` and give
+    /// `out_channels`.
+    pub fn load(
+        w: &OnnxWeights,
+        module: &str,
+        in_channels: usize,
+        out_channels: usize,
+        device: &Device,
+    ) -> std::result::Result<Self, VitsError> {
+        let name = format!("{module}.weight");
+        let attrs = w.conv_attrs(module)?;
+        let weight = w.tensor(&name, device)?;
+        let dims = weight.dims().to_vec();
+        if dims.len() != 3 || dims[0] != out_channels || dims[1] * attrs.groups != in_channels {
+            return Err(VitsError::arch(
+                w,
+                format!(
+                    "{name} has shape {dims:?}, expected [{out_channels}, {in_channels} / groups {}, kernel]",
+                    attrs.groups
+                ),
+            ));
+        }
+        let kernel_size = dims[2];
+        let bias = load_bias(w, module, out_channels, device)?;
+        let kernel = if attrs.groups == 1 && attrs.stride == 1 {
+            let bias = match bias {
+                Some(b) => b.reshape((out_channels, 1))?,
+                None => Tensor::zeros((out_channels, 1), weight.dtype(), device)?,
+            };
+            let matrix = Tensor::cat(&[&weight.reshape((out_channels, in_channels * kernel_size))?, &bias], 1)?;
+            Kernel::Unfolded { matrix }
+        } else if attrs.groups == in_channels && dims[1] == 1 && attrs.stride == 1 {
+            let taps = (0..kernel_size)
+                .map(|k| weight.narrow(2, k, 1).and_then(|t| t.reshape((1, out_channels, 1))))
+                .collect::<Result<Vec<_>>>()?;
+            Kernel::Depthwise { taps, bias }
+        } else {
+            Kernel::General { weight, bias }
+        };
+        Ok(Self { kernel, attrs, kernel_size })
+    }
+
+    pub fn kernel_size(&self) -> usize {
+        self.kernel_size
+    }
+}
+
+impl Conv1d {
+    /// `conv(leaky_relu(x, slope)) + residual`, with the activation and the residual fused
+    /// into the CPU kernel where it applies.
+    pub fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let a = self.attrs;
+        if let Kernel::Unfolded { matrix } = &self.kernel {
+            if x.device().is_cpu() && x.dtype() == DType::F32 && x.dim(0)? == 1 {
+                let op = UnfoldedConv {
+                    kernel: self.kernel_size,
+                    dilation: a.dilation,
+                    padding: a.padding,
+                    slope: slope.map(|s| s as f32),
+                };
+                let x = x.contiguous()?;
+                return match residual {
+                    Some(r) => x.apply_op3_no_bwd(matrix, &r.contiguous()?, &op),
+                    None => x.apply_op2_no_bwd(matrix, &op),
+                };
+            }
+        }
+        let x = match slope {
+            Some(s) => leaky_relu(x, s)?,
+            None => x.clone(),
+        };
+        let y = self.forward_ops(&x)?;
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
+    }
+
+    /// The convolution in Candle ops, for any device.
+    fn forward_ops(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.attrs;
+        let (batch, _, len) = x.dims3()?;
+        let span = a.dilation * (self.kernel_size - 1);
+        let out_len = (len + 2 * a.padding).saturating_sub(span);
+        match &self.kernel {
+            Kernel::Unfolded { matrix } if batch == 1 => {
+                let x = x.squeeze(0)?.pad_with_zeros(1, a.padding, a.padding)?;
+                let ones = Tensor::ones((1, 1, out_len), x.dtype(), x.device())?;
+                let mut rows = Vec::with_capacity(self.kernel_size);
+                for k in 0..self.kernel_size {
+                    rows.push(x.narrow(1, k * a.dilation, out_len)?.unsqueeze(1)?);
+                }
+                // [in, k, time]: row i·k + j is input channel i shifted by tap j, matching
+                // the weight's [out, in, k] layout.
+                let stacked = Tensor::cat(&rows, 1)?.flatten(0, 1)?;
+                let stacked = Tensor::cat(&[&stacked, &ones.squeeze(0)?], 0)?;
+                matrix.matmul(&stacked)?.unsqueeze(0)
+            }
+            Kernel::Unfolded { .. } => {
+                // The voice runs one sentence at a time; other batches go one by one.
+                let ys = (0..batch).map(|b| self.forward_ops(&x.narrow(0, b, 1)?)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&ys, 0)
+            }
+            Kernel::Depthwise { taps, bias } => {
+                let padded = x.pad_with_zeros(2, a.padding, a.padding)?;
+                let mut acc: Option<Tensor> = None;
+                for (k, tap) in taps.iter().enumerate() {
+                    let term = padded.narrow(2, k * a.dilation, out_len)?.broadcast_mul(tap)?;
+                    acc = Some(match acc {
+                        Some(acc) => (acc + term)?,
+                        None => term,
+                    });
+                }
+                add_bias(acc.expect("a convolution has at least one tap"), bias.as_ref())
+            }
+            Kernel::General { weight, bias } => {
+                add_bias(x.conv1d(weight, a.padding, a.stride, a.dilation, a.groups)?, bias.as_ref())
+            }
+        }
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, None, None)
+    }
+}
+
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// A `ConvTranspose1d` (the upsampler). Candle's fast CPU path covers only zero padding, so
+/// the padded output is computed in full and trimmed, which gives the same values.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    attrs: ConvAttrs,
+}
+
+impl ConvTranspose1d {
+    pub fn load(
+        w: &OnnxWeights,
+        module: &str,
+        in_channels: usize,
+        device: &Device,
+    ) -> std::result::Result<Self, VitsError> {
+        let name = format!("{module}.weight");
+        let attrs = w.conv_attrs(module)?;
+        let weight = w.tensor(&name, device)?;
+        let dims = weight.dims().to_vec();
+        if dims.len() != 3 || dims[0] != in_channels || attrs.groups != 1 || attrs.dilation != 1 {
+            return Err(VitsError::arch(
+                w,
+                format!("{name} has shape {dims:?} (groups {}, dilation {}), expected [{in_channels}, out, kernel] with one group and no dilation", attrs.groups, attrs.dilation),
+            ));
+        }
+        let bias = load_bias(w, module, dims[1], device)?;
+        Ok(Self { weight, bias, attrs })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dim(1).unwrap_or(0)
+    }
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = self.attrs;
+        let full = x.conv_transpose1d(&self.weight, 0, 0, a.stride, 1, 1)?;
+        let len = full.dim(2)?;
+        add_bias(full.narrow(2, a.padding, len - 2 * a.padding)?, self.bias.as_ref())
+    }
+}
+
+fn load_bias(
+    w: &OnnxWeights,
+    module: &str,
+    channels: usize,
+    device: &Device,
+) -> std::result::Result<Option<Tensor>, VitsError> {
+    let name = format!("{module}.bias");
+    if !w.contains(&name) {
+        return Ok(None);
+    }
+    Ok(Some(w.tensor_shaped(&name, &[channels], device)?.reshape((1, channels, 1))?))
+}
+
+/// Layer norm over the channel axis of `[batch, channels, time]`, as VITS applies it.
+#[derive(Debug, Clone)]
+pub struct ChannelNorm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+/// VITS's `LayerNorm` epsilon (the graph's constant 1e-5).
+const NORM_EPS: f64 = 1e-5;
+
+impl ChannelNorm {
+    pub fn load(
+        w: &OnnxWeights,
+        module: &str,
+        channels: usize,
+        device: &Device,
+    ) -> std::result::Result<Self, VitsError> {
+        let load = |p: &str| -> std::result::Result<Tensor, VitsError> {
+            Ok(w.tensor_shaped(&format!("{module}.{p}"), &[channels], device)?.reshape((1, channels, 1))?)
+        };
+        Ok(Self { gamma: load("gamma")?, beta: load("beta")? })
+    }
+}
+
+impl Module for ChannelNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(1)?;
+        let normed = centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?;
+        normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
+    }
+}
+
+/// Leaky ReLU for slopes in (0, 1): max(x, slope * x) takes two passes instead of four.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    x.maximum(&(x * slope)?)
+}
+
+/// How many children `prefix.0`, `prefix.1`, ... exist, judged by `leaf` under each.
+pub fn count_children(w: &OnnxWeights, prefix: &str, leaf: &str) -> usize {
+    (0..).take_while(|i| w.contains(&format!("{prefix}.{i}.{leaf}"))).count()
+}
+
+/// The size of dimension `dim` of tensor `name`, or an architecture error naming it.
+pub fn dim_of(w: &OnnxWeights, name: &str, dim: usize) -> std::result::Result<usize, VitsError> {
+    let shape = w.require_shape(name)?;
+    shape
+        .get(dim)
+        .copied()
+        .ok_or_else(|| VitsError::arch(w, format!("{name} has shape {shape:?}, which has no dimension {dim}")))
+}
+
+/// Splits `[b, c, t]` into its first `c0` channels and the rest.
+pub fn split_channels(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    Ok((x.narrow(1, 0, c0)?, x.narrow(1, c0, c - c0)?))
+}
+
+/// The gated activation of WaveNet: tanh of the first half times sigmoid of the second.
+pub fn gated_tanh(x: &Tensor, half: usize) -> Result<Tensor> {
+    let (a, b) = split_channels(x, half)?;
+    a.tanh()? * candle_nn::ops::sigmoid(&b)?
+}
+
+/// VITS's `Flip` layer (`torch.flip(x, [1])`): the channels in reverse order.
+pub fn flip_channels(x: &Tensor, reversed: &Tensor) -> Result<Tensor> {
+    x.index_select(reversed, 1)
+}
+
+/// Reversed channel indices `[c-1, ..., 0]` for [`flip_channels`].
+pub fn reversed_indices(channels: usize, device: &Device) -> Result<Tensor> {
+    let idx: Vec<u32> = (0..channels as u32).rev().collect();
+    Tensor::from_vec(idx, channels, device)
+}
