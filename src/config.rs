@@ -24,6 +24,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub stt: SttConfig,
     pub llm: LlmConfig,
+    pub tts: TtsConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -112,6 +113,37 @@ impl Default for SttConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// A Piper voice (`.onnx.json`) to use instead of the model set's.
+    pub voice: Option<PathBuf>,
+    /// Overrides of the voice file's inference settings.
+    pub noise_scale: Option<f32>,
+    pub length_scale: Option<f32>,
+    pub noise_w: Option<f32>,
+    /// Speaker of a multi-speaker voice.
+    pub speaker: Option<i64>,
+    /// Seeds the voice's noise: the same text sounds the same every time.
+    pub seed: u64,
+    /// espeak-ng voice of the fallback synthesizer (and of phonemes when the voice file names none).
+    pub espeak_voice: String,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            voice: None,
+            noise_scale: None,
+            length_scale: None,
+            noise_w: None,
+            speaker: None,
+            seed: 0,
+            espeak_voice: "en-us".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
@@ -193,6 +225,22 @@ impl Config {
                 "stt.silence_threshold_dbfs",
                 format!("is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)", s.silence_threshold_dbfs),
             );
+        }
+        let t = &self.tts;
+        for (key, value, positive) in [
+            ("tts.noise_scale", t.noise_scale, false),
+            ("tts.noise_w", t.noise_w, false),
+            ("tts.length_scale", t.length_scale, true),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
+                    let what = if positive { "a positive number (1.0 is normal speed)" } else { "0 or more" };
+                    return invalid(key, format!("is {v}; use {what}"));
+                }
+            }
+        }
+        if t.espeak_voice.trim().is_empty() {
+            return invalid("tts.espeak_voice", "is empty; name an espeak-ng voice such as \"en-us\"".into());
         }
         let l = &self.llm;
         if !(16..=131_072).contains(&l.context) {

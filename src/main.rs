@@ -49,6 +49,8 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Talk to the language model: one answer with --prompt, else a conversation on stdin.
     Chat(ChatArgs),
+    /// Speak text into a WAV file with the neural voice (espeak-ng when none loads).
+    Say(SayArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,6 +110,44 @@ struct ChatArgs {
     ids: bool,
 }
 
+#[derive(Args)]
+struct VoiceArgs {
+    /// Piper voice (.onnx or .onnx.json); default: tts.voice, else the model set's.
+    #[arg(long, value_name = "ONNX")]
+    voice: Option<PathBuf>,
+    /// Voice variation (0: none); default: tts.noise_scale, else the voice file's.
+    #[arg(long, value_name = "X")]
+    noise_scale: Option<f32>,
+    /// Duration variation (0: none); default: tts.noise_w, else the voice file's.
+    #[arg(long, value_name = "X")]
+    noise_w: Option<f32>,
+    /// Speaking time multiplier (above 1 is slower); default: tts.length_scale, else the voice file's.
+    #[arg(long, value_name = "X")]
+    length_scale: Option<f32>,
+}
+
+#[derive(Args)]
+struct SayArgs {
+    /// The text to speak.
+    #[arg(value_name = "TEXT", value_parser = clap::value_parser!(std::ffi::OsString),
+          required_unless_present_any = ["stdin", "phoneme_ids"], conflicts_with_all = ["stdin", "phoneme_ids"])]
+    text: Option<std::ffi::OsString>,
+    /// Read the text from standard input.
+    #[arg(long, conflicts_with = "phoneme_ids")]
+    stdin: bool,
+    /// Speak exactly these voice ids as one sentence (comma-separated; for parity checks).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    phoneme_ids: Option<Vec<i64>>,
+    /// Output WAV (16-bit, the voice's sample rate).
+    #[arg(short, long, value_name = "OUT.wav")]
+    output: PathBuf,
+    #[command(flatten)]
+    voice: VoiceArgs,
+    /// Print {"phonemes","phoneme_ids","samples","sample_rate","synth_s","first_chunk_s","voice"}.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Language model: load time, prompt and generation tokens/s, 50-token answer latency, peak RSS.
@@ -125,6 +165,14 @@ enum BenchCommand {
         /// Tokens generated for the generation measurement.
         #[arg(long, default_value_t = 64, value_name = "N")]
         gen_tokens: usize,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Voice: real-time factor and time to the first chunk for short, medium and long texts.
+    Tts {
+        #[command(flatten)]
+        voice: VoiceArgs,
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -218,6 +266,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Transcribe(args) => transcribe(&ctx, args),
         Command::Chat(args) => chat(&ctx, args),
+        Command::Say(args) => say(&ctx, args),
+        Command::Bench(BenchCommand::Tts { voice, json }) => bench_tts(&ctx, &voice, json),
         Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
         Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
             bench_llm(&ctx, model, synthetic, prompt_tokens, gen_tokens, json)
@@ -480,6 +530,141 @@ fn bench_llm(
             r.answer_50_s,
             r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Context_ {
+    /// The voice to speak with: the flags, then `[tts]`, then the model set's voice. A voice
+    /// that cannot be found or loaded falls back to espeak-ng (the speaker says why).
+    fn open_speaker(&self, args: &VoiceArgs) -> wick::tts::speaker::Speaker {
+        use wick::tts::speaker::{Speaker, SpeakerSettings};
+        let t = &self.config.tts;
+        let voice = match args.voice.clone().or_else(|| t.voice.clone()) {
+            Some(v) => Some(v),
+            None => match self.model_file("tts", ".onnx.json") {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    None
+                }
+            },
+        };
+        let settings = SpeakerSettings {
+            voice,
+            noise_scale: args.noise_scale.or(t.noise_scale),
+            length_scale: args.length_scale.or(t.length_scale),
+            noise_w: args.noise_w.or(t.noise_w),
+            speaker: t.speaker,
+            seed: t.seed,
+            espeak_voice: t.espeak_voice.clone(),
+        };
+        let speaker = Speaker::open(&settings, &stt::default_device());
+        if let Some(reason) = speaker.fallback_reason() {
+            eprintln!("wick: warning: {reason}; speaking with espeak-ng");
+        }
+        speaker
+    }
+}
+
+fn say(ctx: &Context_, args: SayArgs) -> Result<ExitCode> {
+    let speaker = ctx.open_speaker(&args.voice);
+    let rate = speaker.sample_rate()?;
+    let start = Instant::now();
+    let (audio, phonemes, ids, first_chunk_s) = if let Some(ids) = &args.phoneme_ids {
+        let audio = speaker.speak_ids(ids)?;
+        let first = start.elapsed().as_secs_f64();
+        (audio, Vec::new(), vec![ids.clone()], Some(first))
+    } else {
+        let text = match args.text {
+            Some(t) => utf8_arg("TEXT", t)?,
+            None => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("reading stdin")?;
+                String::from_utf8(bytes).context("the text on stdin is not valid UTF-8")?
+            }
+        };
+        let mut audio = Vec::new();
+        let said = speaker.speak_text(&text, &mut |a| audio.extend_from_slice(a))?;
+        (audio, said.spoken.phonemes, said.spoken.phoneme_ids, said.first_chunk_s)
+    };
+    let synth_s = start.elapsed().as_secs_f64();
+    wick::audio::write_wav_mono_i16(&args.output, &audio, rate)?;
+    if args.json {
+        let v = serde_json::json!({
+            "phonemes": phonemes,
+            "phoneme_ids": ids,
+            "samples": audio.len(),
+            "sample_rate": rate,
+            "synth_s": round3(synth_s),
+            "first_chunk_s": first_chunk_s.map(round3),
+            "voice": speaker.engine_name(),
+        });
+        println!("{v}");
+    } else if audio.is_empty() {
+        eprintln!("nothing to say: wrote {} with no audio", args.output.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_tts(ctx: &Context_, voice: &VoiceArgs, json: bool) -> Result<ExitCode> {
+    const TEXTS: [(&str, &str); 3] = [
+        ("short", "Hello there."),
+        ("medium", "The kitchen timer is set for ten minutes, and I will remind you when it rings."),
+        (
+            "long",
+            "Tomorrow will be mostly sunny, with a high of twenty-two degrees in the afternoon. \
+             A light breeze comes from the west, and the evening should stay dry, so it is a good \
+             day for a walk. If you plan to go out early, take a jacket: mornings are still cool \
+             at this time of year.",
+        ),
+    ];
+    let load_start = Instant::now();
+    let speaker = ctx.open_speaker(voice);
+    let rate = speaker.sample_rate()? as f64;
+    let load_s = load_start.elapsed().as_secs_f64();
+    // One untimed run so the first row does not pay for first-use allocations.
+    speaker.speak_text(TEXTS[0].1, &mut |_| {})?;
+    let mut rows = Vec::new();
+    for (name, text) in TEXTS {
+        let said = speaker.speak_text(text, &mut |_| {})?;
+        let audio_s = said.spoken.samples as f64 / rate;
+        rows.push(serde_json::json!({
+            "name": name,
+            "chars": text.chars().count(),
+            "chunks": said.chunks.len(),
+            "audio_s": round3(audio_s),
+            "synth_s": round3(said.synth_s),
+            "rtf": if audio_s > 0.0 { round3(said.synth_s / audio_s) } else { 0.0 },
+            "first_chunk_s": said.first_chunk_s.map(round3),
+        }));
+    }
+    let peak_rss_mb = wick::bench::peak_rss_bytes().map(|b| round3(b as f64 / (1 << 20) as f64));
+    if json {
+        let v = serde_json::json!({
+            "voice": speaker.engine_name(),
+            "threads": rayon::current_num_threads(),
+            "load_s": round3(load_s),
+            "peak_rss_mb": peak_rss_mb,
+            "texts": rows,
+        });
+        println!("{v}");
+    } else {
+        println!("voice: {}, load {:.2} s, peak RSS {:?} MiB", speaker.engine_name(), load_s, peak_rss_mb);
+        println!("| text | chars | chunks | audio s | synth s | RTF | first chunk s |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r["name"].as_str().unwrap_or_default(),
+                r["chars"],
+                r["chunks"],
+                r["audio_s"],
+                r["synth_s"],
+                r["rtf"],
+                r["first_chunk_s"]
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

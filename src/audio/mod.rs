@@ -5,7 +5,7 @@ mod resample;
 mod wav;
 
 pub use resample::resample;
-pub use wav::{read_wav_mono, write_wav_mono_f32, AudioError, MonoAudio};
+pub use wav::{read_wav_mono, write_wav_mono_f32, write_wav_mono_i16, AudioError, MonoAudio};
 
 /// The rate Whisper's front end is built for.
 pub const STT_SAMPLE_RATE: u32 = 16_000;

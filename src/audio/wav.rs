@@ -85,13 +85,33 @@ fn decode_samples<R: std::io::Read>(path: &Path, reader: hound::WavReader<R>) ->
 /// Writes mono float samples as a 32-bit float WAV, through a temporary name so a reader never
 /// sees a half-written file.
 pub fn write_wav_mono_f32(path: &Path, samples: &[f32], sample_rate: u32) -> Result<(), AudioError> {
+    write_wav_mono(path, samples, sample_rate, hound::SampleFormat::Float)
+}
+
+/// Writes mono samples in [-1, 1] as a 16-bit WAV (what players and ALSA take everywhere),
+/// clipping anything outside.
+pub fn write_wav_mono_i16(path: &Path, samples: &[f32], sample_rate: u32) -> Result<(), AudioError> {
+    write_wav_mono(path, samples, sample_rate, hound::SampleFormat::Int)
+}
+
+fn write_wav_mono(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: hound::SampleFormat,
+) -> Result<(), AudioError> {
     let err = |message: String| AudioError::Write { path: path.to_path_buf(), message };
     let tmp = path.with_extension("wav.tmp");
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let bits_per_sample = if format == hound::SampleFormat::Float { 32 } else { 16 };
+    let spec = hound::WavSpec { channels: 1, sample_rate, bits_per_sample, sample_format: format };
     let mut writer = hound::WavWriter::create(&tmp, spec).map_err(|e| err(e.to_string()))?;
     for &s in samples {
-        writer.write_sample(s).map_err(|e| err(e.to_string()))?;
+        let written = if format == hound::SampleFormat::Float {
+            writer.write_sample(s)
+        } else {
+            writer.write_sample((s.clamp(-1.0, 1.0) * i16::MAX as f32).round() as i16)
+        };
+        written.map_err(|e| err(e.to_string()))?;
     }
     writer.finalize().map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))

@@ -7,5 +7,6 @@ pub mod chunker;
 pub mod espeak;
 pub mod onnx;
 pub mod phonemes;
+pub mod speaker;
 pub mod vits;
 pub mod voice;
