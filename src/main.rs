@@ -538,7 +538,7 @@ impl Context_ {
     /// The voice to speak with: the flags, then `[tts]`, then the model set's voice. A voice
     /// that cannot be found or loaded falls back to espeak-ng (the speaker says why).
     fn open_speaker(&self, args: &VoiceArgs) -> wick::tts::speaker::Speaker {
-        use wick::tts::speaker::{Speaker, SpeakerSettings};
+        use wick::tts::speaker::Speaker;
         let t = &self.config.tts;
         let voice = match args.voice.clone().or_else(|| t.voice.clone()) {
             Some(v) => Some(v),
@@ -550,16 +550,13 @@ impl Context_ {
                 }
             },
         };
-        let settings = SpeakerSettings {
-            voice,
+        let settings = wick::config::TtsConfig {
             noise_scale: args.noise_scale.or(t.noise_scale),
             length_scale: args.length_scale.or(t.length_scale),
             noise_w: args.noise_w.or(t.noise_w),
-            speaker: t.speaker,
-            seed: t.seed,
-            espeak_voice: t.espeak_voice.clone(),
+            ..t.clone()
         };
-        let speaker = Speaker::open(&settings, &stt::default_device());
+        let speaker = Speaker::open(voice.as_deref(), &settings, &stt::default_device());
         if let Some(reason) = speaker.fallback_reason() {
             eprintln!("wick: warning: {reason}; speaking with espeak-ng");
         }

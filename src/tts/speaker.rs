@@ -9,21 +9,7 @@ use candle_core::Device;
 use super::phonemes::{self, PhonemeError};
 use super::voice::{SynthOptions, Voice, VoiceError};
 use super::{espeak, espeak::EspeakError};
-
-/// What the speaker was asked to use.
-#[derive(Debug, Clone, Default)]
-pub struct SpeakerSettings {
-    /// A Piper `.onnx.json` (or the `.onnx` beside it); `None`: espeak-ng.
-    pub voice: Option<PathBuf>,
-    /// Overrides of the voice file's inference settings.
-    pub noise_scale: Option<f32>,
-    pub length_scale: Option<f32>,
-    pub noise_w: Option<f32>,
-    pub speaker: Option<i64>,
-    pub seed: u64,
-    /// espeak-ng voice for the fallback (and for phonemes when the voice file names none).
-    pub espeak_voice: String,
-}
+use crate::config::TtsConfig;
 
 enum Engine {
     Neural { voice: Box<Voice>, options: SynthOptions },
@@ -78,8 +64,8 @@ pub struct SpokenText {
 impl Speaker {
     /// Loads the configured voice, falling back to espeak-ng (with the reason logged) when there
     /// is none or it fails to load: the appliance must always be able to answer out loud.
-    pub fn open(settings: &SpeakerSettings, device: &Device) -> Self {
-        let Some(path) = &settings.voice else {
+    pub fn open(voice: Option<&Path>, settings: &TtsConfig, device: &Device) -> Self {
+        let Some(path) = voice else {
             let reason = "no neural voice is configured".to_string();
             tracing::warn!("{reason}: speaking with espeak-ng");
             return Self::espeak(settings, reason);
@@ -93,8 +79,9 @@ impl Speaker {
         }
     }
 
-    /// Loads a neural voice or fails.
-    pub fn neural(path: &Path, settings: &SpeakerSettings, device: &Device) -> Result<Self, SpeakError> {
+    /// Loads a neural voice (`.onnx.json`, or the `.onnx` beside it) with `settings`' overrides
+    /// of its inference settings, or fails.
+    pub fn neural(path: &Path, settings: &TtsConfig, device: &Device) -> Result<Self, SpeakError> {
         let json = if path.extension().is_some_and(|e| e == "onnx") {
             let mut p = path.as_os_str().to_owned();
             p.push(".json");
@@ -116,7 +103,7 @@ impl Speaker {
         Ok(Speaker { engine: Engine::Neural { voice: Box::new(voice), options }, espeak_voice, fallback_reason: None })
     }
 
-    fn espeak(settings: &SpeakerSettings, reason: String) -> Self {
+    fn espeak(settings: &TtsConfig, reason: String) -> Self {
         Speaker { engine: Engine::Espeak, espeak_voice: settings.espeak_voice.clone(), fallback_reason: Some(reason) }
     }
 

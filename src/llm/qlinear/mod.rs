@@ -108,6 +108,28 @@ fn by_weight_chunks(n: usize, m: usize, out: &mut [f32], compute: impl Fn(usize,
     }
 }
 
+/// Whether the multi-row kernels' AVX2 versions can run.
+fn has_avx2_fma_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    #[allow(unreachable_code)]
+    false
+}
+
+/// `out[i]` for each activation row `xs[i]`: four rows at a time through `four`, the rest one
+/// at a time through `one`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn in_fours<X>(xs: &[&[X]], out: &mut [f32], four: impl Fn([&[X]; 4]) -> [f32; 4], one: impl Fn(&[X]) -> f32) {
+    let mut groups = xs.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(4);
+    for (g, o) in (&mut groups).zip(&mut outs) {
+        o.copy_from_slice(&four([g[0], g[1], g[2], g[3]]));
+    }
+    for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
+        *o = one(x);
+    }
+}
+
 /// `out[i][j] = dot(x[i], w[j])` for weight rows of `row_bytes` in `bytes` and `m` input rows,
 /// where `dots(w_row, rows, column)` fills `column[t] = dot(x[rows.start + t], w_row)`: the
 /// kernels unpack a weight row once for several input rows. Input rows are taken a tile at a

@@ -157,32 +157,14 @@ unsafe fn dot_avx2<const R: usize>(w: &[u8], xs: [&[Q8K]; R]) -> [f32; R] {
     out
 }
 
-fn simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-    #[allow(unreachable_code)]
-    false
-}
-
-/// `dot(w, xs[r])` for every r, the weight row unpacked once per `ROWS` activation rows.
+/// `dot(w, xs[r])` for every r, the weight row unpacked once per four activation rows.
 pub fn dots(w: &[u8], xs: &[&[Q8K]], out: &mut [f32]) {
-    const ROWS: usize = 4;
     #[cfg(target_arch = "x86_64")]
-    if simd() {
-        let mut groups = xs.chunks_exact(ROWS);
-        let mut outs = out.chunks_exact_mut(ROWS);
-        for (g, o) in (&mut groups).zip(&mut outs) {
-            // SAFETY: the CPU has the features; loads stay inside a 144-byte weight block
-            // (32 bytes from offsets 16..=112) or an activation block (its 256 values, its
-            // 16 sums), and every
-            // activation row has as many blocks as the weight row (the caller's shapes).
-            o.copy_from_slice(&unsafe { dot_avx2::<ROWS>(w, [g[0], g[1], g[2], g[3]]) });
-        }
-        for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
-            // SAFETY: as above.
-            *o = unsafe { dot_avx2::<1>(w, [x]) }[0];
-        }
-        return;
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has the features; loads stay inside a 144-byte weight block (32
+        // bytes from offsets 16..=112) or an activation block (its 256 values, its 16 sums), and
+        // every activation row has as many blocks as the weight row (the caller's shapes).
+        return super::in_fours(xs, out, |g| unsafe { dot_avx2::<4>(w, g) }, |x| unsafe { dot_avx2::<1>(w, [x]) }[0]);
     }
     for (x, o) in xs.iter().zip(out) {
         *o = dot_portable(w, x);
