@@ -13,6 +13,7 @@ use candle_core::Device;
 use wick::tts::voice::{SynthOptions, Voice, VoiceError};
 
 const MIN_SNR_DB: f64 = 30.0;
+const TIMING_RUNS: usize = 3;
 
 fn voice_json() -> PathBuf {
     common::pulled().join("test/tts/en_US-joe-medium.onnx.json")
@@ -77,9 +78,15 @@ fn matches_piper_on_the_reference_sentences() {
         for (k, (ids, &expected)) in sentence.ids.iter().zip(&sentence.samples).enumerate() {
             let reference = &sentence.audio[offset..offset + expected];
             offset += expected;
-            let start = Instant::now();
-            let audio = voice.synthesize(ids, &deterministic()).unwrap();
-            let took = start.elapsed().as_secs_f64();
+            // The best of a few runs: the machine is shared, and the figure is a report,
+            // not an assertion.
+            let mut took = f64::MAX;
+            let mut audio = Vec::new();
+            for _ in 0..TIMING_RUNS {
+                let start = Instant::now();
+                audio = voice.synthesize(ids, &deterministic()).unwrap();
+                took = took.min(start.elapsed().as_secs_f64());
+            }
             let seconds = expected as f64 / 22050.0;
             if audio.len() != expected {
                 failures.push(format!("{}[{k}]: {} samples, Piper gave {expected}", sentence.name, audio.len()));

@@ -1,6 +1,6 @@
 //! The building blocks every part of the voice network shares: 1-D convolutions whose
-//! padding and dilation come from the graph, the transposed convolution of the upsampler,
-//! channel layer norm, leaky ReLU, and counting a module's numbered children.
+//! padding and dilation come from the graph, channel layer norm, leaky ReLU, and counting a
+//! module's numbered children.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
@@ -161,58 +161,14 @@ impl Module for Conv1d {
     }
 }
 
-fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
 }
 
-/// A `ConvTranspose1d` (the upsampler). Candle's fast CPU path covers only zero padding, so
-/// the padded output is computed in full and trimmed, which gives the same values.
-#[derive(Debug, Clone)]
-pub struct ConvTranspose1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    attrs: ConvAttrs,
-}
-
-impl ConvTranspose1d {
-    pub fn load(
-        w: &OnnxWeights,
-        module: &str,
-        in_channels: usize,
-        device: &Device,
-    ) -> std::result::Result<Self, VitsError> {
-        let name = format!("{module}.weight");
-        let attrs = w.conv_attrs(module)?;
-        let weight = w.tensor(&name, device)?;
-        let dims = weight.dims().to_vec();
-        if dims.len() != 3 || dims[0] != in_channels || attrs.groups != 1 || attrs.dilation != 1 {
-            return Err(VitsError::arch(
-                w,
-                format!("{name} has shape {dims:?} (groups {}, dilation {}), expected [{in_channels}, out, kernel] with one group and no dilation", attrs.groups, attrs.dilation),
-            ));
-        }
-        let bias = load_bias(w, module, dims[1], device)?;
-        Ok(Self { weight, bias, attrs })
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.weight.dim(1).unwrap_or(0)
-    }
-}
-
-impl Module for ConvTranspose1d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = self.attrs;
-        let full = x.conv_transpose1d(&self.weight, 0, 0, a.stride, 1, 1)?;
-        let len = full.dim(2)?;
-        add_bias(full.narrow(2, a.padding, len - 2 * a.padding)?, self.bias.as_ref())
-    }
-}
-
-fn load_bias(
+pub(super) fn load_bias(
     w: &OnnxWeights,
     module: &str,
     channels: usize,

@@ -21,6 +21,7 @@ mod kernels;
 mod layers;
 mod spline;
 mod text_encoder;
+mod upsample;
 
 use std::path::PathBuf;
 
@@ -111,9 +112,7 @@ impl Vits {
         let t = ids.len();
         let ids = Tensor::from_vec(ids, t, &self.device)?;
 
-        let t0 = std::time::Instant::now();
         let enc = self.encoder.forward(&ids)?;
-        let t1 = t0.elapsed();
         let noise = gaussian(rng, (1, 2, t), scales.noise_w, &self.device)?;
         let log_w = self.durations.log_durations(&enc.hidden, &noise)?;
         let frames = (log_w.exp()? * f64::from(scales.length_scale))?.ceil()?.flatten_all()?.to_vec1::<f32>()?;
@@ -134,12 +133,8 @@ impl Vits {
             let noise = gaussian(rng, mean.shape().dims3()?, scales.noise_scale, &self.device)?;
             (mean + (noise * log_std.exp()?)?)?
         };
-        let t2 = t0.elapsed();
         let z = self.flow.reverse(&z)?;
-        let _ = z.flatten_all()?.to_vec1::<f32>()?;
-        let t3 = t0.elapsed();
         let audio = self.decoder.forward(&z)?;
-        eprintln!("TIMING enc {:?} dp {:?} flow {:?} dec {:?}", t1, t2 - t1, t3 - t2, t0.elapsed() - t3);
         Ok(audio.flatten_all()?.to_vec1::<f32>()?)
     }
 }
