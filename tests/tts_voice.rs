@@ -131,6 +131,18 @@ fn an_id_outside_the_voice_is_refused() {
     assert!(err.contains("9999"), "{err}");
 }
 
+#[test]
+fn options_the_voice_cannot_honour_are_refused() {
+    let voice = voice();
+    let ids = &reference()[1].ids[0];
+    let err = voice.synthesize(ids, &SynthOptions { length_scale: 1000.0, ..deterministic() }).unwrap_err();
+    assert!(err.to_string().contains("length_scale"), "{err}");
+    let err = voice.synthesize(ids, &SynthOptions { length_scale: -1.0, ..deterministic() }).unwrap_err();
+    assert!(matches!(err, VoiceError::BadOptions(_)), "{err:?}");
+    let err = voice.synthesize(ids, &SynthOptions { speaker: Some(3), ..deterministic() }).unwrap_err();
+    assert!(matches!(err, VoiceError::UnknownSpeaker { speaker: 3, speakers: 1 }), "{err:?}");
+}
+
 /// A temporary copy of the voice's `.onnx.json`, with `model` (if any) as its `.onnx`.
 fn voice_dir_with(model: Option<&[u8]>) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

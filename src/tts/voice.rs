@@ -104,6 +104,8 @@ pub enum VoiceError {
     BadConfig { path: PathBuf, source: serde_json::Error },
     #[error("voice model {} is missing (it must sit beside its .onnx.json); run `wick models pull` to fetch the voice", path.display())]
     MissingModel { path: PathBuf },
+    #[error("cannot read voice model {}: {source}", path.display())]
+    ReadModel { path: PathBuf, source: std::io::Error },
     #[error("voice model {} is truncated or corrupt: {source}; delete it and run `wick models pull` again", path.display())]
     CorruptModel { path: PathBuf, source: Box<OnnxError> },
     #[error("voice model {} cannot be mapped onto wick's VITS network: {source}", path.display())]
@@ -132,8 +134,10 @@ impl Voice {
         if !model_path.is_file() {
             return Err(VoiceError::MissingModel { path: model_path });
         }
-        let weights = OnnxWeights::read(&model_path)
-            .map_err(|source| VoiceError::CorruptModel { path: model_path.clone(), source: Box::new(source) })?;
+        let weights = OnnxWeights::read(&model_path).map_err(|e| match e {
+            OnnxError::Io { path, source } => VoiceError::ReadModel { path, source },
+            e => VoiceError::CorruptModel { path: model_path.clone(), source: Box::new(e) },
+        })?;
         let network = Vits::load(&weights, device)
             .map_err(|source| VoiceError::UnmappableGraph { path: model_path.clone(), source: Box::new(source) })?;
         Ok(Voice { config, network })

@@ -1,13 +1,17 @@
-//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, four fifths of synthesis
-//! time, most of it in the decoder at audio rate. Candle's CPU conv1d unfolds the whole
-//! input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
+//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, nine tenths of
+//! synthesis time, most of it in the decoder at audio rate. Candle's CPU conv1d unfolds the
+//! whole input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
 //! multiplies, and transposes the result back; the traffic, not the arithmetic, dominated.
 //!
 //! Here time is cut into blocks whose unfolded input (`[in·k + 1, block]`, the last row ones
 //! for the bias) stays in the core's L2 cache, built from whole rows with the optional leaky
-//! ReLU applied on the way, and one matrix product per block writes `[out, block]` straight
-//! into the output, adding onto a residual when there is one. Blocks spread over the rayon
-//! pool. Other devices use the same arithmetic through Candle ops (see `layers::Conv1d`).
+//! ReLU applied on the way. One matrix product per block writes `[out, block]` straight into
+//! the output, adding onto a residual when there is one; it is posed time-major (time as the
+//! rows) so that gemm reads the block as it lies instead of repacking it. Blocks spread over
+//! the rayon pool. A layer with one or two outputs skips the matrix product. The upsampler
+//! reuses this kernel in polyphase form (`upsample`).
+//!
+//! Other devices use the same arithmetic through Candle ops (see `layers::Conv1d`).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;

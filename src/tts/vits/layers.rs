@@ -5,7 +5,6 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::kernels::UnfoldedConv;
-
 use super::VitsError;
 use crate::tts::onnx::{ConvAttrs, OnnxWeights};
 
@@ -21,9 +20,9 @@ pub struct Conv1d {
 #[derive(Debug, Clone)]
 enum Kernel {
     /// A dense convolution as one matrix product: `[out, in·k + 1]` against the input's k
-    /// shifted copies stacked with a row of ones (so the last column adds the bias). The
-    /// stack is built from whole rows, and the product comes out in `[out, time]` order;
-    /// Candle's own conv1d gathers element by element and transposes its result.
+    /// shifted copies stacked with a row of ones (so the last column adds the bias). On the
+    /// CPU the blocked kernel in `kernels` runs it; elsewhere Candle ops build the stack
+    /// from whole rows and multiply once.
     Unfolded { matrix: Tensor },
     /// Depthwise convolutions run as a sum of shifted, scaled copies: Candle would split
     /// them into one tiny convolution per channel.
@@ -78,9 +77,7 @@ impl Conv1d {
     pub fn kernel_size(&self) -> usize {
         self.kernel_size
     }
-}
 
-impl Conv1d {
     /// `conv(leaky_relu(x, slope)) + residual`, with the activation and the residual fused
     /// into the CPU kernel where it applies.
     pub fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {

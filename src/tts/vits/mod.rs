@@ -42,6 +42,8 @@ pub enum VitsError {
     Architecture { path: PathBuf, what: String },
     #[error("phoneme id {id} at position {position} is not one of the voice's {symbols} symbols")]
     BadId { id: i64, position: usize, symbols: usize },
+    #[error("the sentence would last {frames} frames, more than the {MAX_FRAMES} wick synthesizes at once; split it or lower length_scale")]
+    TooLong { frames: usize },
     #[error("the voice network failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -51,6 +53,10 @@ impl VitsError {
         VitsError::Architecture { path: w.path().to_path_buf(), what }
     }
 }
+
+/// The most latent frames one call synthesizes (about 6 minutes at 22.05 kHz): a bound on
+/// memory for absurd length scales, far above any sentence.
+pub const MAX_FRAMES: usize = 30_000;
 
 /// How much randomness and how much time: Piper's three inference scales.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,6 +123,10 @@ impl Vits {
         let log_w = self.durations.log_durations(&enc.hidden, &noise)?;
         let frames = (log_w.exp()? * f64::from(scales.length_scale))?.ceil()?.flatten_all()?.to_vec1::<f32>()?;
 
+        let total: f64 = frames.iter().map(|&n| f64::from(n.max(0.0))).sum();
+        if total > MAX_FRAMES as f64 {
+            return Err(VitsError::TooLong { frames: total as usize });
+        }
         // The alignment path as a gather: phoneme i's statistics, once per frame it lasts.
         let path: Vec<u32> =
             frames.iter().enumerate().flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0.0) as usize)).collect();
