@@ -6,6 +6,7 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 
+use super::activations;
 use super::layers::{count_children, dim_of, Conv1d};
 use super::upsample::ConvTranspose1d;
 use super::VitsError;
@@ -89,7 +90,7 @@ impl Decoder {
             }
             x = (sum.expect("a stage has residual blocks") / stage.resblocks.len() as f64)?;
         }
-        self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?.tanh()
+        activations::tanh(&self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?)
     }
 }
 

@@ -202,7 +202,8 @@ impl UnfoldedConv {
     /// zero outside the input, then a row of ones.
     fn unfold(&self, x: &[f32], c_in: usize, len: usize, t0: usize, n: usize, col: &mut Vec<f32>) {
         let k = self.kernel;
-        col.clear();
+        // Every element is written below, so the buffer is only resized, never cleared:
+        // zero-filling it each block would double its memory traffic.
         col.resize((c_in * k + 1) * n, 0.0);
         for ci in 0..c_in {
             let src = &x[ci * len..(ci + 1) * len];
@@ -212,11 +213,12 @@ impl UnfoldedConv {
                 let start = (t0 + j * self.dilation) as isize - self.padding as isize;
                 let lo = (-start).clamp(0, n as isize) as usize;
                 let hi = (len as isize - start).clamp(lo as isize, n as isize) as usize;
-                if lo == hi {
-                    continue;
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                if lo < hi {
+                    let from = (start + lo as isize) as usize;
+                    self.activate(&mut row[lo..hi], &src[from..from + (hi - lo)]);
                 }
-                let from = (start + lo as isize) as usize;
-                self.activate(&mut row[lo..hi], &src[from..from + (hi - lo)]);
             }
         }
         col[c_in * k * n..].fill(1.0);

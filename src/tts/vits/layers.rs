@@ -237,12 +237,6 @@ pub fn split_channels(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
     Ok((x.narrow(1, 0, c0)?, x.narrow(1, c0, c - c0)?))
 }
 
-/// The gated activation of WaveNet: tanh of the first half times sigmoid of the second.
-pub fn gated_tanh(x: &Tensor, half: usize) -> Result<Tensor> {
-    let (a, b) = split_channels(x, half)?;
-    a.tanh()? * candle_nn::ops::sigmoid(&b)?
-}
-
 /// VITS's `Flip` layer (`torch.flip(x, [1])`): the channels in reverse order.
 pub fn flip_channels(x: &Tensor, reversed: &Tensor) -> Result<Tensor> {
     x.index_select(reversed, 1)

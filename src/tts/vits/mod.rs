@@ -13,6 +13,7 @@
 //! 4. the prior flow, run backwards, maps it to the decoder's latent;
 //! 5. the HiFi-GAN decoder turns frames into samples.
 
+mod activations;
 mod attention;
 mod decoder;
 mod duration;
