@@ -83,8 +83,9 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f
 /// Runs `$body` compiled for AVX2+FMA when the CPU has them (the baseline build targets
 /// SSE2 only), else as is.
 macro_rules! widest {
-    ($name:ident ( $($arg:ident : $ty:ty),* ) $body:block) => {
-        fn $name($($arg: $ty),*) {
+    ($(#[$doc:meta])* $vis:vis $name:ident ( $($arg:ident : $ty:ty),* ) $body:block) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
@@ -103,17 +104,41 @@ macro_rules! widest {
     };
 }
 
-widest!(gate_slice(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *o = tanh_f32(a) * sigmoid_f32(b);
+widest!(
+    /// `dst = leaky_relu(src, slope)`, for the convolution kernel's unfolding.
+    pub(super) leaky_relu_into(dst: &mut [f32], src: &[f32], slope: f32) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            // A plain comparison (not `f32::max`, whose NaN rule blocks vectorising).
+            let w = v * slope;
+            *d = if v > w { v } else { w };
+        }
     }
-});
+);
 
-widest!(tanh_slice(out: &mut [f32], x: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(x) {
-        *o = tanh_f32(x);
+widest!(
+    /// `y += a · x`, for the convolution kernel's direct path.
+    pub(super) axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
     }
-});
+);
+
+widest!(
+    gate_slice(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = tanh_f32(a) * sigmoid_f32(b);
+        }
+    }
+);
+
+widest!(
+    tanh_slice(out: &mut [f32], x: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = tanh_f32(x);
+        }
+    }
+);
 
 /// e^x for x <= 0: x = k·ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r⁶
 /// (relative error about 1e-7), 2^k through the exponent bits. Below -87 the result is

@@ -17,6 +17,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::activations::{axpy, leaky_relu_into};
+
 /// Up to this many output channels, a block skips the matrix product (see `block_direct`).
 const DIRECT_MAX_OUT: usize = 2;
 /// Bytes of unfolded input per block: well inside a 1 MiB L2 with room for the weights.
@@ -183,8 +185,7 @@ impl UnfoldedConv {
             for ci in 0..c_in {
                 for j in 0..k {
                     let w = weights[ci * k + j];
-                    let shifted = &window[ci * span + j * self.dilation..][..n];
-                    row.iter_mut().zip(shifted).for_each(|(v, &u)| *v += w * u);
+                    axpy(row, w, &window[ci * span + j * self.dilation..][..n]);
                 }
             }
         }
@@ -193,7 +194,7 @@ impl UnfoldedConv {
     /// Copies `src` into `dst`, through the leaky ReLU if there is one.
     fn activate(&self, dst: &mut [f32], src: &[f32]) {
         match self.slope {
-            Some(s) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(v * s)),
+            Some(s) => leaky_relu_into(dst, src, s),
             None => dst.copy_from_slice(src),
         }
     }
