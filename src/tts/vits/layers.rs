@@ -1,6 +1,6 @@
 //! The building blocks every part of the voice network shares: 1-D convolutions whose
-//! padding and dilation come from the graph, channel layer norm, leaky ReLU, and counting a
-//! module's numbered children.
+//! padding and dilation come from the graph, leaky ReLU, and counting a module's numbered
+//! children.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
@@ -176,40 +176,6 @@ pub(super) fn load_bias(
         return Ok(None);
     }
     Ok(Some(w.tensor_shaped(&name, &[channels], device)?.reshape((1, channels, 1))?))
-}
-
-/// Layer norm over the channel axis of `[batch, channels, time]`, as VITS applies it.
-#[derive(Debug, Clone)]
-pub struct ChannelNorm {
-    gamma: Tensor,
-    beta: Tensor,
-}
-
-/// VITS's `LayerNorm` epsilon (the graph's constant 1e-5).
-const NORM_EPS: f64 = 1e-5;
-
-impl ChannelNorm {
-    pub fn load(
-        w: &OnnxWeights,
-        module: &str,
-        channels: usize,
-        device: &Device,
-    ) -> std::result::Result<Self, VitsError> {
-        let load = |p: &str| -> std::result::Result<Tensor, VitsError> {
-            Ok(w.tensor_shaped(&format!("{module}.{p}"), &[channels], device)?.reshape((1, channels, 1))?)
-        };
-        Ok(Self { gamma: load("gamma")?, beta: load("beta")? })
-    }
-}
-
-impl Module for ChannelNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(1)?;
-        let normed = centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?;
-        normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
-    }
 }
 
 /// Leaky ReLU for slopes in (0, 1): max(x, slope * x) takes two passes instead of four.

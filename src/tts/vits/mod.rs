@@ -20,6 +20,7 @@ mod duration;
 mod flow;
 mod kernels;
 mod layers;
+mod norm;
 mod spline;
 mod text_encoder;
 mod upsample;
