@@ -1,5 +1,5 @@
-//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, nine tenths of
-//! synthesis time, most of it in the decoder at audio rate. Candle's CPU conv1d unfolds the
+//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, most of the synthesis
+//! time, above all in the decoder at audio rate. Candle's CPU conv1d unfolds the
 //! whole input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
 //! multiplies, and transposes the result back; the traffic, not the arithmetic, dominated.
 //!

@@ -12,6 +12,10 @@
 //!    latent is sampled: `mean + noise · exp(log_std) · noise_scale`;
 //! 4. the prior flow, run backwards, maps it to the decoder's latent;
 //! 5. the HiFi-GAN decoder turns frames into samples.
+//!
+//! Everything is Candle tensor code and runs on any Candle device. On the CPU the hot spots
+//! take wick's own kernels instead (`kernels` for the convolutions, `upsample`,
+//! `activations`, `norm`), checked against the Candle ops in their unit tests.
 
 mod activations;
 mod attention;
