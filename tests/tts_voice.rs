@@ -1,6 +1,6 @@
 //! The neural voice against Piper's own output: the `test` set's Piper voice (joe, medium)
 //! run by wick must give the same number of samples as piper-tts + onnxruntime and the same
-//! waveform within 30 dB SNR, for the shared reference sentences at zero noise. Also how a
+//! waveform at 30 dB SNR or better, for the shared reference sentences at zero noise. Also how a
 //! missing, truncated or corrupt voice fails.
 
 mod common;
@@ -13,6 +13,7 @@ use candle_core::Device;
 use wick::tts::voice::{SynthOptions, Voice, VoiceError};
 
 const MIN_SNR_DB: f64 = 30.0;
+const TIMING_RUNS: usize = 3;
 
 fn voice_json() -> PathBuf {
     common::pulled().join("test/tts/en_US-joe-medium.onnx.json")
@@ -77,9 +78,15 @@ fn matches_piper_on_the_reference_sentences() {
         for (k, (ids, &expected)) in sentence.ids.iter().zip(&sentence.samples).enumerate() {
             let reference = &sentence.audio[offset..offset + expected];
             offset += expected;
-            let start = Instant::now();
-            let audio = voice.synthesize(ids, &deterministic()).unwrap();
-            let took = start.elapsed().as_secs_f64();
+            // The best of a few runs: the machine is shared, and the figure is a report,
+            // not an assertion.
+            let mut took = f64::MAX;
+            let mut audio = Vec::new();
+            for _ in 0..TIMING_RUNS {
+                let start = Instant::now();
+                audio = voice.synthesize(ids, &deterministic()).unwrap();
+                took = took.min(start.elapsed().as_secs_f64());
+            }
             let seconds = expected as f64 / 22050.0;
             if audio.len() != expected {
                 failures.push(format!("{}[{k}]: {} samples, Piper gave {expected}", sentence.name, audio.len()));
@@ -119,9 +126,30 @@ fn empty_ids_give_empty_audio() {
 }
 
 #[test]
+fn the_shortest_inputs_still_give_whole_frames_of_audio() {
+    for ids in [&[1i64][..], &[1, 0, 2], &[1, 0, 41, 0, 2]] {
+        let audio = voice().synthesize(ids, &deterministic()).unwrap();
+        assert!(!audio.is_empty() && audio.len() % 256 == 0, "{ids:?}: {} samples", audio.len());
+        assert!(audio.iter().all(|s| s.is_finite()), "{ids:?}");
+    }
+}
+
+#[test]
 fn an_id_outside_the_voice_is_refused() {
     let err = voice().synthesize(&[1, 0, 9999, 0, 2], &deterministic()).unwrap_err().to_string();
     assert!(err.contains("9999"), "{err}");
+}
+
+#[test]
+fn options_the_voice_cannot_honour_are_refused() {
+    let voice = voice();
+    let ids = &reference()[1].ids[0];
+    let err = voice.synthesize(ids, &SynthOptions { length_scale: 1000.0, ..deterministic() }).unwrap_err();
+    assert!(err.to_string().contains("length_scale"), "{err}");
+    let err = voice.synthesize(ids, &SynthOptions { length_scale: -1.0, ..deterministic() }).unwrap_err();
+    assert!(matches!(err, VoiceError::BadOptions(_)), "{err:?}");
+    let err = voice.synthesize(ids, &SynthOptions { speaker: Some(3), ..deterministic() }).unwrap_err();
+    assert!(matches!(err, VoiceError::UnknownSpeaker { speaker: 3, speakers: 1 }), "{err:?}");
 }
 
 /// A temporary copy of the voice's `.onnx.json`, with `model` (if any) as its `.onnx`.

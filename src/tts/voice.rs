@@ -104,16 +104,18 @@ pub enum VoiceError {
     BadConfig { path: PathBuf, source: serde_json::Error },
     #[error("voice model {} is missing (it must sit beside its .onnx.json); run `wick models pull` to fetch the voice", path.display())]
     MissingModel { path: PathBuf },
+    #[error("cannot read voice model {}: {source}", path.display())]
+    ReadModel { path: PathBuf, source: std::io::Error },
     #[error("voice model {} is truncated or corrupt: {source}; delete it and run `wick models pull` again", path.display())]
-    CorruptModel { path: PathBuf, source: OnnxError },
+    CorruptModel { path: PathBuf, source: Box<OnnxError> },
     #[error("voice model {} cannot be mapped onto wick's VITS network: {source}", path.display())]
-    UnmappableGraph { path: PathBuf, source: VitsError },
+    UnmappableGraph { path: PathBuf, source: Box<VitsError> },
     #[error("invalid synthesis options: {0}")]
     BadOptions(String),
     #[error("speaker {speaker} is not one of this voice's {speakers} speaker(s)")]
     UnknownSpeaker { speaker: i64, speakers: u32 },
     #[error("synthesis failed: {0}")]
-    Synthesis(#[source] VitsError),
+    Synthesis(#[source] Box<VitsError>),
 }
 
 /// A loaded voice, ready to speak.
@@ -132,10 +134,12 @@ impl Voice {
         if !model_path.is_file() {
             return Err(VoiceError::MissingModel { path: model_path });
         }
-        let weights = OnnxWeights::read(&model_path)
-            .map_err(|source| VoiceError::CorruptModel { path: model_path.clone(), source })?;
+        let weights = OnnxWeights::read(&model_path).map_err(|e| match e {
+            OnnxError::Io { path, source } => VoiceError::ReadModel { path, source },
+            e => VoiceError::CorruptModel { path: model_path.clone(), source: Box::new(e) },
+        })?;
         let network = Vits::load(&weights, device)
-            .map_err(|source| VoiceError::UnmappableGraph { path: model_path.clone(), source })?;
+            .map_err(|source| VoiceError::UnmappableGraph { path: model_path.clone(), source: Box::new(source) })?;
         Ok(Voice { config, network })
     }
 
@@ -172,7 +176,7 @@ impl Voice {
         }
         let scales = Scales { noise_scale: opts.noise_scale, length_scale: opts.length_scale, noise_w: opts.noise_w };
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        self.network.synthesize(ids, scales, &mut rng).map_err(VoiceError::Synthesis)
+        self.network.synthesize(ids, scales, &mut rng).map_err(|e| VoiceError::Synthesis(Box::new(e)))
     }
 }
 

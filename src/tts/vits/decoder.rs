@@ -6,7 +6,9 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 
-use super::layers::{count_children, dim_of, leaky_relu, Conv1d, ConvTranspose1d};
+use super::activations;
+use super::layers::{count_children, dim_of, Conv1d};
+use super::upsample::ConvTranspose1d;
 use super::VitsError;
 use crate::tts::onnx::OnnxWeights;
 
@@ -77,7 +79,7 @@ impl Decoder {
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let mut x = self.conv_pre.forward(z)?;
         for stage in &self.stages {
-            x = stage.upsample.forward(&leaky_relu(&x, SLOPE)?)?;
+            x = stage.upsample.forward_fused(&x, SLOPE)?;
             let mut sum: Option<Tensor> = None;
             for block in &stage.resblocks {
                 let y = block.forward(&x)?;
@@ -88,7 +90,7 @@ impl Decoder {
             }
             x = (sum.expect("a stage has residual blocks") / stage.resblocks.len() as f64)?;
         }
-        self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?.tanh()
+        activations::tanh(&self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?)
     }
 }
 

@@ -8,7 +8,8 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 
-use super::layers::{count_children, dim_of, split_channels, ChannelNorm, Conv1d};
+use super::layers::{count_children, dim_of, split_channels, Conv1d};
+use super::norm::ChannelNorm;
 use super::spline::{rational_quadratic, Direction};
 use super::VitsError;
 use crate::tts::onnx::OnnxWeights;

@@ -6,7 +6,8 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 
-use super::layers::{count_children, dim_of, flip_channels, gated_tanh, reversed_indices, split_channels, Conv1d};
+use super::activations::gated_tanh;
+use super::layers::{count_children, dim_of, flip_channels, reversed_indices, split_channels, Conv1d};
 use super::VitsError;
 use crate::tts::onnx::OnnxWeights;
 

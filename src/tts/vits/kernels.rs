@@ -1,18 +1,26 @@
-//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, four fifths of synthesis
-//! time, most of it in the decoder at audio rate. Candle's CPU conv1d unfolds the whole
-//! input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
+//! The CPU kernel for the voice's hot spot: dense 1-D convolutions, most of the synthesis
+//! time, above all in the decoder at audio rate. Candle's CPU conv1d unfolds the
+//! whole input into a `[time, in·k]` matrix element by element (tens of MB at audio rate),
 //! multiplies, and transposes the result back; the traffic, not the arithmetic, dominated.
 //!
 //! Here time is cut into blocks whose unfolded input (`[in·k + 1, block]`, the last row ones
 //! for the bias) stays in the core's L2 cache, built from whole rows with the optional leaky
-//! ReLU applied on the way, and one matrix product per block writes `[out, block]` straight
-//! into the output, adding onto a residual when there is one. Blocks spread over the rayon
-//! pool. Other devices use the same arithmetic through Candle ops (see `layers::Conv1d`).
+//! ReLU applied on the way. One matrix product per block writes `[out, block]` straight into
+//! the output, adding onto a residual when there is one; it is posed time-major (time as the
+//! rows) so that gemm reads the block as it lies instead of repacking it. Blocks spread over
+//! the rayon pool. A layer with one or two outputs skips the matrix product. The upsampler
+//! reuses this kernel in polyphase form (`upsample`).
+//!
+//! Other devices use the same arithmetic through Candle ops (see `layers::Conv1d`).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::activations::{axpy, leaky_relu_into};
+
+/// Up to this many output channels, a block skips the matrix product (see `block_direct`).
+const DIRECT_MAX_OUT: usize = 2;
 /// Bytes of unfolded input per block: well inside a 1 MiB L2 with room for the weights.
 const BLOCK_BYTES: usize = 512 * 1024;
 
@@ -92,6 +100,14 @@ impl UnfoldedConv {
         let run_block = |b: usize, col: &mut Vec<f32>, parallelism: Parallelism| {
             let t0 = b * block;
             let n = block.min(out_len - t0);
+            if c_out <= DIRECT_MAX_OUT {
+                // SAFETY: row co, columns t0..t0+n of `out`, written by this block only.
+                let rows = (0..c_out)
+                    .map(|co| unsafe { std::slice::from_raw_parts_mut(dst.at(co * out_len + t0), n) })
+                    .collect::<Vec<_>>();
+                self.block_direct(x, c_in, len, matrix, t0, rows, col);
+                return;
+            }
             self.unfold(x, c_in, len, t0, n, col);
             // SAFETY: `col` holds `width` rows of `n`, `matrix` `c_out` rows of `width`, and
             // the destination is columns t0..t0+n of the `c_out` rows of `out_len` in `out`,
@@ -131,11 +147,64 @@ impl UnfoldedConv {
         out
     }
 
+    /// A block for a handful of output channels (the decoder's last layer), where a matrix
+    /// product would be a matrix-vector product over a k-times copy of the input: the
+    /// activated input window is built once and each weight scales a shifted view of it
+    /// into the output rows.
+    #[allow(clippy::too_many_arguments)]
+    fn block_direct(
+        &self,
+        x: &[f32],
+        c_in: usize,
+        len: usize,
+        matrix: &[f32],
+        t0: usize,
+        rows: Vec<&mut [f32]>,
+        window: &mut Vec<f32>,
+    ) {
+        let k = self.kernel;
+        let width = c_in * k + 1;
+        let n = rows.first().map_or(0, |r| r.len());
+        let span = n + self.dilation * (k - 1);
+        window.clear();
+        window.resize(c_in * span, 0.0);
+        let start = t0 as isize - self.padding as isize;
+        let lo = (-start).clamp(0, span as isize) as usize;
+        let hi = (len as isize - start).clamp(lo as isize, span as isize) as usize;
+        if lo < hi {
+            let from = (start + lo as isize) as usize;
+            for ci in 0..c_in {
+                let src = &x[ci * len + from..ci * len + from + (hi - lo)];
+                self.activate(&mut window[ci * span + lo..ci * span + hi], src);
+            }
+        }
+        for (co, row) in rows.into_iter().enumerate() {
+            let weights = &matrix[co * width..(co + 1) * width];
+            let bias = weights[width - 1];
+            row.iter_mut().for_each(|v| *v += bias);
+            for ci in 0..c_in {
+                for j in 0..k {
+                    let w = weights[ci * k + j];
+                    axpy(row, w, &window[ci * span + j * self.dilation..][..n]);
+                }
+            }
+        }
+    }
+
+    /// Copies `src` into `dst`, through the leaky ReLU if there is one.
+    fn activate(&self, dst: &mut [f32], src: &[f32]) {
+        match self.slope {
+            Some(s) => leaky_relu_into(dst, src, s),
+            None => dst.copy_from_slice(src),
+        }
+    }
+
     /// Rows `i·k + j` of `col`: input channel i at times t0 + j·dilation - padding onward,
     /// zero outside the input, then a row of ones.
     fn unfold(&self, x: &[f32], c_in: usize, len: usize, t0: usize, n: usize, col: &mut Vec<f32>) {
         let k = self.kernel;
-        col.clear();
+        // Every element is written below, so the buffer is only resized, never cleared:
+        // zero-filling it each block would double its memory traffic.
         col.resize((c_in * k + 1) * n, 0.0);
         for ci in 0..c_in {
             let src = &x[ci * len..(ci + 1) * len];
@@ -145,14 +214,11 @@ impl UnfoldedConv {
                 let start = (t0 + j * self.dilation) as isize - self.padding as isize;
                 let lo = (-start).clamp(0, n as isize) as usize;
                 let hi = (len as isize - start).clamp(lo as isize, n as isize) as usize;
-                if lo == hi {
-                    continue;
-                }
-                let from = (start + lo as isize) as usize;
-                let (dst, src) = (&mut row[lo..hi], &src[from..from + (hi - lo)]);
-                match self.slope {
-                    Some(s) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(v * s)),
-                    None => dst.copy_from_slice(src),
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                if lo < hi {
+                    let from = (start + lo as isize) as usize;
+                    self.activate(&mut row[lo..hi], &src[from..from + (hi - lo)]);
                 }
             }
         }
@@ -213,24 +279,29 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
-    /// The kernel against Candle's conv1d, across block edges, padding and dilation.
+    /// The kernel against Candle's conv1d, across block edges, padding and dilation, for the
+    /// matrix-product path and the direct one (a single output channel).
     #[test]
     fn matches_candle_conv1d() {
         let dev = Device::Cpu;
-        let (c_in, c_out, len) = (5, 3, 20_000);
-        for (k, dilation, padding) in [(1, 1, 0), (3, 1, 1), (5, 2, 4), (7, 12, 36), (3, 1, 0)] {
-            let x = Tensor::randn(0f32, 1.0, (1, c_in, len), &dev).unwrap();
-            let w = Tensor::randn(0f32, 1.0, (c_out, c_in, k), &dev).unwrap();
-            let b = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
-            let r = Tensor::randn(0f32, 1.0, (1, c_out, len + 2 * padding - dilation * (k - 1)), &dev).unwrap();
-            let matrix = Tensor::cat(&[w.reshape((c_out, c_in * k)).unwrap(), b.reshape((c_out, 1)).unwrap()], 1).unwrap();
-            let op = UnfoldedConv { kernel: k, dilation, padding, slope: Some(0.1) };
-            let ours = x.apply_op3_no_bwd(&matrix, &r, &op).unwrap();
-            let act = x.maximum(&(&x * 0.1).unwrap()).unwrap();
-            let expected = act.conv1d(&w, padding, 1, dilation, 1).unwrap().broadcast_add(&b.reshape((1, c_out, 1)).unwrap());
-            let expected = (expected.unwrap() + &r).unwrap();
-            let diff = (ours - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-3, "k={k} d={dilation} p={padding}: max diff {diff}");
+        let (c_in, len) = (5, 20_000);
+        for c_out in [1, 3] {
+            for (k, dilation, padding) in [(1, 1, 0), (3, 1, 1), (5, 2, 4), (7, 12, 36), (3, 1, 0)] {
+                let x = Tensor::randn(0f32, 1.0, (1, c_in, len), &dev).unwrap();
+                let w = Tensor::randn(0f32, 1.0, (c_out, c_in, k), &dev).unwrap();
+                let b = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+                let out_len = len + 2 * padding - dilation * (k - 1);
+                let r = Tensor::randn(0f32, 1.0, (1, c_out, out_len), &dev).unwrap();
+                let matrix =
+                    Tensor::cat(&[w.reshape((c_out, c_in * k)).unwrap(), b.reshape((c_out, 1)).unwrap()], 1).unwrap();
+                let op = UnfoldedConv { kernel: k, dilation, padding, slope: Some(0.1) };
+                let ours = x.apply_op3_no_bwd(&matrix, &r, &op).unwrap();
+                let act = x.maximum(&(&x * 0.1).unwrap()).unwrap();
+                let expected = act.conv1d(&w, padding, 1, dilation, 1).unwrap();
+                let expected = (expected.broadcast_add(&b.reshape((1, c_out, 1)).unwrap()).unwrap() + &r).unwrap();
+                let diff = (ours - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-3, "out={c_out} k={k} d={dilation} p={padding}: max diff {diff}");
+            }
         }
     }
 }

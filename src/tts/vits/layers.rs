@@ -1,11 +1,10 @@
 //! The building blocks every part of the voice network shares: 1-D convolutions whose
-//! padding and dilation come from the graph, the transposed convolution of the upsampler,
-//! channel layer norm, leaky ReLU, and counting a module's numbered children.
+//! padding and dilation come from the graph, leaky ReLU, and counting a module's numbered
+//! children.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::kernels::UnfoldedConv;
-
 use super::VitsError;
 use crate::tts::onnx::{ConvAttrs, OnnxWeights};
 
@@ -21,9 +20,9 @@ pub struct Conv1d {
 #[derive(Debug, Clone)]
 enum Kernel {
     /// A dense convolution as one matrix product: `[out, in·k + 1]` against the input's k
-    /// shifted copies stacked with a row of ones (so the last column adds the bias). The
-    /// stack is built from whole rows, and the product comes out in `[out, time]` order;
-    /// Candle's own conv1d gathers element by element and transposes its result.
+    /// shifted copies stacked with a row of ones (so the last column adds the bias). On the
+    /// CPU the blocked kernel in `kernels` runs it; elsewhere Candle ops build the stack
+    /// from whole rows and multiply once.
     Unfolded { matrix: Tensor },
     /// Depthwise convolutions run as a sum of shifted, scaled copies: Candle would split
     /// them into one tiny convolution per channel.
@@ -78,9 +77,7 @@ impl Conv1d {
     pub fn kernel_size(&self) -> usize {
         self.kernel_size
     }
-}
 
-impl Conv1d {
     /// `conv(leaky_relu(x, slope)) + residual`, with the activation and the residual fused
     /// into the CPU kernel where it applies.
     pub fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
@@ -161,58 +158,14 @@ impl Module for Conv1d {
     }
 }
 
-fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
 }
 
-/// A `ConvTranspose1d` (the upsampler). Candle's fast CPU path covers only zero padding, so
-/// the padded output is computed in full and trimmed, which gives the same values.
-#[derive(Debug, Clone)]
-pub struct ConvTranspose1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    attrs: ConvAttrs,
-}
-
-impl ConvTranspose1d {
-    pub fn load(
-        w: &OnnxWeights,
-        module: &str,
-        in_channels: usize,
-        device: &Device,
-    ) -> std::result::Result<Self, VitsError> {
-        let name = format!("{module}.weight");
-        let attrs = w.conv_attrs(module)?;
-        let weight = w.tensor(&name, device)?;
-        let dims = weight.dims().to_vec();
-        if dims.len() != 3 || dims[0] != in_channels || attrs.groups != 1 || attrs.dilation != 1 {
-            return Err(VitsError::arch(
-                w,
-                format!("{name} has shape {dims:?} (groups {}, dilation {}), expected [{in_channels}, out, kernel] with one group and no dilation", attrs.groups, attrs.dilation),
-            ));
-        }
-        let bias = load_bias(w, module, dims[1], device)?;
-        Ok(Self { weight, bias, attrs })
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.weight.dim(1).unwrap_or(0)
-    }
-}
-
-impl Module for ConvTranspose1d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = self.attrs;
-        let full = x.conv_transpose1d(&self.weight, 0, 0, a.stride, 1, 1)?;
-        let len = full.dim(2)?;
-        add_bias(full.narrow(2, a.padding, len - 2 * a.padding)?, self.bias.as_ref())
-    }
-}
-
-fn load_bias(
+pub(super) fn load_bias(
     w: &OnnxWeights,
     module: &str,
     channels: usize,
@@ -223,40 +176,6 @@ fn load_bias(
         return Ok(None);
     }
     Ok(Some(w.tensor_shaped(&name, &[channels], device)?.reshape((1, channels, 1))?))
-}
-
-/// Layer norm over the channel axis of `[batch, channels, time]`, as VITS applies it.
-#[derive(Debug, Clone)]
-pub struct ChannelNorm {
-    gamma: Tensor,
-    beta: Tensor,
-}
-
-/// VITS's `LayerNorm` epsilon (the graph's constant 1e-5).
-const NORM_EPS: f64 = 1e-5;
-
-impl ChannelNorm {
-    pub fn load(
-        w: &OnnxWeights,
-        module: &str,
-        channels: usize,
-        device: &Device,
-    ) -> std::result::Result<Self, VitsError> {
-        let load = |p: &str| -> std::result::Result<Tensor, VitsError> {
-            Ok(w.tensor_shaped(&format!("{module}.{p}"), &[channels], device)?.reshape((1, channels, 1))?)
-        };
-        Ok(Self { gamma: load("gamma")?, beta: load("beta")? })
-    }
-}
-
-impl Module for ChannelNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(1)?;
-        let normed = centered.broadcast_div(&(var + NORM_EPS)?.sqrt()?)?;
-        normed.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)
-    }
 }
 
 /// Leaky ReLU for slopes in (0, 1): max(x, slope * x) takes two passes instead of four.
@@ -282,12 +201,6 @@ pub fn dim_of(w: &OnnxWeights, name: &str, dim: usize) -> std::result::Result<us
 pub fn split_channels(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
     let c = x.dim(1)?;
     Ok((x.narrow(1, 0, c0)?, x.narrow(1, c0, c - c0)?))
-}
-
-/// The gated activation of WaveNet: tanh of the first half times sigmoid of the second.
-pub fn gated_tanh(x: &Tensor, half: usize) -> Result<Tensor> {
-    let (a, b) = split_channels(x, half)?;
-    a.tanh()? * candle_nn::ops::sigmoid(&b)?
 }
 
 /// VITS's `Flip` layer (`torch.flip(x, [1])`): the channels in reverse order.

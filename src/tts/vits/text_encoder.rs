@@ -7,7 +7,8 @@
 use candle_core::{Device, Module, Result, Tensor};
 
 use super::attention::RelativeAttention;
-use super::layers::{count_children, dim_of, ChannelNorm, Conv1d};
+use super::layers::{count_children, dim_of, Conv1d};
+use super::norm::ChannelNorm;
 use super::VitsError;
 use crate::tts::onnx::OnnxWeights;
 
