@@ -218,6 +218,12 @@ mod tests {
     }
 
     #[test]
+    fn a_voice_can_move_to_its_stage_thread() {
+        fn check<T: Send + Sync>() {}
+        check::<Voice>();
+    }
+
+    #[test]
     fn scales_are_checked() {
         let ok = SynthOptions { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0, speaker: None, seed: 1 };
         assert!(check_options(&ok).is_ok());

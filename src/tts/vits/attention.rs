@@ -15,9 +15,8 @@ use crate::tts::onnx::OnnxWeights;
 
 #[derive(Debug, Clone)]
 pub struct RelativeAttention {
-    conv_q: Conv1d,
-    conv_k: Conv1d,
-    conv_v: Conv1d,
+    /// Query (pre-scaled by 1/√head_dim), key and value projections.
+    projections: Projections,
     conv_o: Conv1d,
     /// `[2w+1, head_dim]`, shared by all heads.
     emb_rel_k: Tensor,
@@ -46,10 +45,14 @@ impl RelativeAttention {
             Ok(w.tensor_shaped(name, &[1, span, head_dim], device)?.reshape((span, head_dim))?)
         };
         let conv = |c: &str| Conv1d::load(w, &format!("{module}.{c}"), channels, channels, device);
+        let q = conv("conv_q")?.scaled(1.0 / (head_dim as f64).sqrt())?;
+        let (k, v) = (conv("conv_k")?, conv("conv_v")?);
+        let projections = match Conv1d::stacked(&[&q, &k, &v])? {
+            Some(qkv) => Projections::Stacked(qkv),
+            None => Projections::Separate(q, k, v),
+        };
         Ok(Self {
-            conv_q: conv("conv_q")?,
-            conv_k: conv("conv_k")?,
-            conv_v: conv("conv_v")?,
+            projections,
             conv_o: conv("conv_o")?,
             emb_rel_k: load_emb(&rel_k)?,
             emb_rel_v: load_emb(&format!("{module}.emb_rel_v"))?,
@@ -63,9 +66,14 @@ impl RelativeAttention {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, t) = x.dims3()?;
         let heads = |y: Tensor| y.reshape((b, self.heads, self.head_dim, t))?.transpose(2, 3)?.contiguous();
-        let q = (heads(self.conv_q.forward(x)?)? / (self.head_dim as f64).sqrt())?;
-        let k = heads(self.conv_k.forward(x)?)?;
-        let v = heads(self.conv_v.forward(x)?)?;
+        let (q, k, v) = match &self.projections {
+            Projections::Stacked(qkv) => {
+                let qkv = qkv.forward(x)?;
+                (qkv.narrow(1, 0, c)?, qkv.narrow(1, c, c)?, qkv.narrow(1, 2 * c, c)?)
+            }
+            Projections::Separate(q, k, v) => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+        };
+        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
 
         // Offsets that exist in a sequence this short: at most t-1 either way.
         let reach = self.window.min(t - 1);
@@ -85,6 +93,13 @@ impl RelativeAttention {
         let out = out.transpose(2, 3)?.reshape((b, c, t))?;
         self.conv_o.forward(&out)
     }
+}
+
+/// The three input projections, as one convolution where the kernels allow it.
+#[derive(Debug, Clone)]
+enum Projections {
+    Stacked(Conv1d),
+    Separate(Conv1d, Conv1d, Conv1d),
 }
 
 /// `[.., t, 2t-1]` indexed by offset (column `t-1+j-i` for key j) to `[.., t, t]` indexed by

@@ -78,6 +78,42 @@ impl Conv1d {
         self.kernel_size
     }
 
+    /// This convolution with its output (weights and bias) multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> Result<Self> {
+        let kernel = match &self.kernel {
+            Kernel::Unfolded { matrix } => Kernel::Unfolded { matrix: (matrix * factor)? },
+            Kernel::Depthwise { taps, bias } => Kernel::Depthwise {
+                taps: taps.iter().map(|t| t * factor).collect::<Result<_>>()?,
+                bias: bias.as_ref().map(|b| b * factor).transpose()?,
+            },
+            Kernel::General { weight, bias } => {
+                Kernel::General { weight: (weight * factor)?, bias: bias.as_ref().map(|b| b * factor).transpose()? }
+            }
+        };
+        Ok(Self { kernel, ..*self })
+    }
+
+    /// One convolution giving the outputs of `convs` stacked on the channel axis, when
+    /// they read the same input the same way (same kernel, padding, dilation) as dense
+    /// convolutions; `None` otherwise.
+    pub fn stacked(convs: &[&Conv1d]) -> Result<Option<Self>> {
+        let first = match convs.first() {
+            Some(c) => *c,
+            None => return Ok(None),
+        };
+        let mut matrices = Vec::with_capacity(convs.len());
+        for c in convs {
+            match &c.kernel {
+                Kernel::Unfolded { matrix } if c.attrs == first.attrs && c.kernel_size == first.kernel_size => {
+                    matrices.push(matrix)
+                }
+                _ => return Ok(None),
+            }
+        }
+        let matrix = Tensor::cat(&matrices, 0)?;
+        Ok(Some(Self { kernel: Kernel::Unfolded { matrix }, ..*first }))
+    }
+
     /// `conv(leaky_relu(x, slope)) + residual`, with the activation and the residual fused
     /// into the CPU kernel where it applies.
     pub fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
