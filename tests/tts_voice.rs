@@ -129,7 +129,7 @@ fn empty_ids_give_empty_audio() {
 fn the_shortest_inputs_still_give_whole_frames_of_audio() {
     for ids in [&[1i64][..], &[1, 0, 2], &[1, 0, 41, 0, 2]] {
         let audio = voice().synthesize(ids, &deterministic()).unwrap();
-        assert!(!audio.is_empty() && audio.len() % 256 == 0, "{ids:?}: {} samples", audio.len());
+        assert!(!audio.is_empty() && audio.len().is_multiple_of(256), "{ids:?}: {} samples", audio.len());
         assert!(audio.iter().all(|s| s.is_finite()), "{ids:?}");
     }
 }

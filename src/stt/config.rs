@@ -35,9 +35,9 @@ impl WhisperConfig {
         })?;
         let bad = |message: String| SttError::BadModel { path: path.to_path_buf(), message };
         if config.encoder_attention_heads == 0
-            || config.d_model % config.encoder_attention_heads != 0
+            || !config.d_model.is_multiple_of(config.encoder_attention_heads)
             || config.decoder_attention_heads == 0
-            || config.d_model % config.decoder_attention_heads != 0
+            || !config.d_model.is_multiple_of(config.decoder_attention_heads)
         {
             return Err(bad(format!("d_model {} is not divisible by the attention head counts", config.d_model)));
         }

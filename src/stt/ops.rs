@@ -138,7 +138,7 @@ unsafe fn dot_f16_avx2(rows: &[half::f16], cols: usize, h: &[f32], out: &mut [f3
 fn dot_f16_rows(rows: &[half::f16], cols: usize, h: &[f32], out: &mut [f32]) {
     assert_eq!(h.len(), cols);
     #[cfg(target_arch = "x86_64")]
-    if cols % 8 == 0
+    if cols.is_multiple_of(8)
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")

@@ -35,7 +35,7 @@ impl RelativeAttention {
     ) -> std::result::Result<Self, VitsError> {
         let rel_k = format!("{module}.emb_rel_k");
         let (shared, span, head_dim) = (dim_of(w, &rel_k, 0)?, dim_of(w, &rel_k, 1)?, dim_of(w, &rel_k, 2)?);
-        if shared != 1 || span % 2 == 0 || head_dim == 0 || channels % head_dim != 0 {
+        if shared != 1 || span.is_multiple_of(2) || head_dim == 0 || !channels.is_multiple_of(head_dim) {
             return Err(VitsError::arch(
                 w,
                 format!("{rel_k} has shape [{shared}, {span}, {head_dim}]; expected one shared table of an odd number of offsets whose width divides {channels}"),

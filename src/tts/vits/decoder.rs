@@ -43,7 +43,7 @@ impl Decoder {
         let conv_pre = Conv1d::load(w, "dec.conv_pre", latent, initial, device)?;
         let ups = count_children(w, "dec.ups", "weight");
         let blocks = count_children(w, "dec.resblocks", "convs.0.weight");
-        if ups == 0 || blocks == 0 || blocks % ups != 0 {
+        if ups == 0 || blocks == 0 || !blocks.is_multiple_of(ups) {
             let what = if w.contains("dec.resblocks.0.convs1.0.weight") {
                 "the decoder uses HiFi-GAN's three-convolution residual blocks (resblock \"1\", Piper's high quality voices), which wick does not implement yet".to_string()
             } else {
