@@ -3,7 +3,12 @@
 # Debian/Ubuntu (apt-get, with sudo when not root) and fetch the small `test` model set.
 
 CARGO      ?= cargo
-SHARED     ?= $(CURDIR)/../shared
+# The shared speech clips and peer references sit beside the checkout; a clone made elsewhere
+# (CI clones into a scratch directory) finds them beside the repository it was cloned from.
+ifndef SHARED
+SHARED := $(shell d="$(CURDIR)/../shared"; o=$$(git -C "$(CURDIR)" remote get-url origin 2>/dev/null); \
+            if [ ! -d "$$d" ] && [ -d "$$o/../shared" ]; then d=$$(cd "$$o/../shared" && pwd); fi; echo "$$d")
+endif
 MODELS_DIR ?= $(CURDIR)/target/test-models
 WICK       := $(CURDIR)/target/release/wick
 DEMO_CLIP  ?= $(SHARED)/speech/dev/ps_librivox_ss01_0870.wav
