@@ -67,12 +67,11 @@ impl Conversation {
     /// Starts over (keeping the system prompt) when idle for longer than the reset time at
     /// `now`; true when it did.
     pub fn forget_if_idle(&mut self, now: Instant) -> bool {
-        let idle = match (self.idle_reset, self.last_turn) {
-            (Some(limit), Some(last)) if now.saturating_duration_since(last) > limit => {
-                now.saturating_duration_since(last)
-            }
-            _ => return false,
-        };
+        let (Some(limit), Some(last)) = (self.idle_reset, self.last_turn) else { return false };
+        let idle = now.saturating_duration_since(last);
+        if idle <= limit {
+            return false;
+        }
         tracing::info!(idle_s = idle.as_secs_f64(), turns = self.turns.len(), "conversation idle: starting over");
         self.turns.clear();
         self.cached.clear();

@@ -57,19 +57,19 @@ impl RopeScaling {
                     .ok_or("rope scaling llama3 needs metadata key llama.rope.scaling.original_context_length")?
                     .to_u32()
                     .map_err(|e| format!("metadata key llama.rope.scaling.original_context_length: {e}"))?;
-                let scaling = RopeScaling::Llama3 {
-                    factor: factor.ok_or("rope scaling llama3 needs metadata key llama.rope.scaling.factor")?,
-                    low_freq_factor: f32_of("llama.rope.scaling.low_freq_factor")?.unwrap_or(1.0),
-                    high_freq_factor: f32_of("llama.rope.scaling.high_freq_factor")?.unwrap_or(4.0),
-                    original_context: original as f32,
-                };
-                match scaling {
-                    RopeScaling::Llama3 { factor, low_freq_factor: lo, high_freq_factor: hi, original_context }
-                        if factor >= 1.0 && lo > 0.0 && hi > lo && original_context > 0.0 =>
-                    {
-                        Ok(scaling)
-                    }
-                    _ => Err(format!("rope scaling llama3 has inconsistent parameters: {scaling:?}")),
+                let factor = factor.ok_or("rope scaling llama3 needs metadata key llama.rope.scaling.factor")?;
+                let low_freq_factor = f32_of("llama.rope.scaling.low_freq_factor")?.unwrap_or(1.0);
+                let high_freq_factor = f32_of("llama.rope.scaling.high_freq_factor")?.unwrap_or(4.0);
+                let original_context = original as f32;
+                let scaling = RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context };
+                if factor >= 1.0
+                    && low_freq_factor > 0.0
+                    && high_freq_factor > low_freq_factor
+                    && original_context > 0.0
+                {
+                    Ok(scaling)
+                } else {
+                    Err(format!("rope scaling llama3 has inconsistent parameters: {scaling:?}"))
                 }
             }
             other => Err(format!(
