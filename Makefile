@@ -13,8 +13,8 @@ MODELS_DIR ?= $(CURDIR)/target/test-models
 WICK       := $(CURDIR)/target/release/wick
 DEMO_CLIP  ?= $(SHARED)/speech/dev/ps_librivox_ss01_0870.wav
 
-# Debian/Ubuntu packages the build, the model fetcher and the voice (espeak-ng) need.
-APT_PACKAGES := build-essential pkg-config python3 python3-pip ca-certificates libespeak-ng-dev espeak-ng-data
+# Debian/Ubuntu packages the build, the model fetcher, the voice (espeak-ng) and sound (ALSA) need.
+APT_PACKAGES := build-essential pkg-config python3 python3-pip ca-certificates libespeak-ng-dev espeak-ng-data libasound2-dev
 
 export WICK_TEST_MODELS := $(MODELS_DIR)
 export WICK_SHARED      := $(SHARED)
@@ -30,13 +30,14 @@ deps:
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
 	pkg-config --exists espeak-ng 2>/dev/null || missing="$$missing libespeak-ng-dev"; \
+	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	    echo "installing:$$missing"; \
 	    $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(APT_PACKAGES); \
 	  else \
-	    echo "wick needs:$$missing (a C compiler, pkg-config, python3 with pip, espeak-ng's library and data)."; \
+	    echo "wick needs:$$missing (a C compiler, pkg-config, python3 with pip, espeak-ng's library and data, ALSA's library)."; \
 	    echo "This is not a Debian/Ubuntu system: install them with your package manager, then run make again."; \
 	    exit 1; \
 	  fi; \

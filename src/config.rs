@@ -25,6 +25,8 @@ pub struct Config {
     pub stt: SttConfig,
     pub llm: LlmConfig,
     pub tts: TtsConfig,
+    pub audio: AudioConfig,
+    pub input: InputConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -140,6 +142,133 @@ impl Default for TtsConfig {
             speaker: None,
             seed: 0,
             espeak_voice: "en-us".into(),
+        }
+    }
+}
+
+/// A sample format of a sound device, as ALSA names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SampleFormat {
+    S16,
+    S32,
+    #[serde(rename = "FLOAT")]
+    F32,
+}
+
+/// One sound device (capture or playback).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PcmConfig {
+    /// ALSA PCM name, e.g. "default", "plughw:CARD=Device", "dsnoop:CARD=mic".
+    pub device: String,
+    /// Frames per second; unset: the device's own (48000 when it takes any).
+    pub rate: Option<u32>,
+    /// 1 or 2 (stereo is downmixed on capture and duplicated on playback); unset: the device's own.
+    pub channels: Option<u32>,
+    /// Sample format; unset: the first the device takes of S16, S32, FLOAT.
+    pub format: Option<SampleFormat>,
+}
+
+impl Default for PcmConfig {
+    fn default() -> Self {
+        Self { device: "default".into(), rate: None, channels: None, format: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub capture: PcmConfig,
+    pub playback: PcmConfig,
+    /// One ALSA period in milliseconds: the step at which audio is read, written and cancelled.
+    pub period_ms: u32,
+    /// Periods in the device buffer.
+    pub buffer_periods: u32,
+    /// Longest wait between attempts to reopen a device that is missing or went away.
+    pub reopen_max_s: f64,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            capture: PcmConfig::default(),
+            playback: PcmConfig::default(),
+            period_ms: 20,
+            buffer_periods: 4,
+            reopen_max_s: 10.0,
+        }
+    }
+}
+
+/// Which push-to-talk button `wick run` listens to (the control socket always works too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ButtonKind {
+    /// No hardware button: the control socket (and stdin with `wick run --stdin`) only.
+    None,
+    /// A GPIO line through the kernel's character device.
+    Gpio,
+    /// A key of an input device (gpio-keys overlay, USB button, keyboard).
+    Evdev,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    pub button: ButtonKind,
+    /// GPIO chip by label ("tegra234-gpio") or path ("/dev/gpiochip0").
+    pub gpio_chip: String,
+    /// GPIO line by name ("PQ.05", header pin 29 on the Orin NX devkit) or offset ("105").
+    pub gpio_line: String,
+    /// The line reads low while the button is held (a button to ground with a pull-up).
+    pub active_low: bool,
+    /// Edges closer together than this are one (kernel debounce on GPIO, the same in software for every source).
+    pub debounce_ms: u64,
+    /// Input device by path ("/dev/input/event3") or by name ("gpio-keys").
+    pub evdev_device: String,
+    /// Key code name, e.g. "KEY_PROG1", "BTN_0", "KEY_SPACE".
+    pub evdev_key: String,
+    /// Control socket (`press`, `release`, `tap`, `status` lines); unset: $XDG_RUNTIME_DIR/wick/control.sock,
+    /// or /run/wick/control.sock.
+    pub socket: Option<std::path::PathBuf>,
+    /// Group that may use the control socket (mode 0660); unset: the process's group.
+    pub socket_group: Option<String>,
+    /// A press shorter than this while thinking or speaking only stops the answer.
+    pub tap_ms: u64,
+    /// Audio kept from before the press, so the first syllable is not lost.
+    pub preroll_ms: u64,
+    /// A recording ends by itself after this long.
+    pub max_record_s: f64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            button: ButtonKind::None,
+            gpio_chip: "tegra234-gpio".into(),
+            gpio_line: "PQ.05".into(),
+            active_low: true,
+            debounce_ms: 25,
+            evdev_device: "gpio-keys".into(),
+            evdev_key: "KEY_PROG1".into(),
+            socket: None,
+            socket_group: None,
+            tap_ms: 150,
+            preroll_ms: 300,
+            max_record_s: 30.0,
+        }
+    }
+}
+
+impl InputConfig {
+    /// The control socket's path: configured, else in the user's runtime directory, else /run/wick.
+    pub fn socket_path(&self) -> std::path::PathBuf {
+        if let Some(p) = &self.socket {
+            return p.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(dir) if !dir.is_empty() => Path::new(&dir).join("wick/control.sock"),
+            _ => PathBuf::from("/run/wick/control.sock"),
         }
     }
 }
@@ -264,6 +393,46 @@ impl Config {
         if !(l.repeat_penalty >= 1.0 && l.repeat_penalty <= 10.0) {
             return invalid("llm.repeat_penalty", format!("is {}; use 1.0 (off) ..= 10.0", l.repeat_penalty));
         }
+        let a = &self.audio;
+        for (key, pcm) in [("audio.capture", &a.capture), ("audio.playback", &a.playback)] {
+            if pcm.device.trim().is_empty() {
+                return invalid(key, "has an empty device; name an ALSA PCM such as \"default\"".into());
+            }
+            if pcm.rate.is_some_and(|r| !(8_000..=192_000).contains(&r)) {
+                return invalid(key, format!("rate is {}; use 8000..=192000 Hz", pcm.rate.unwrap_or(0)));
+            }
+            if pcm.channels.is_some_and(|c| !(1..=2).contains(&c)) {
+                return invalid(key, format!("channels is {}; use 1 or 2", pcm.channels.unwrap_or(0)));
+            }
+        }
+        if !(1..=200).contains(&a.period_ms) {
+            return invalid("audio.period_ms", format!("is {}; use 1..=200 (20 is usual)", a.period_ms));
+        }
+        if !(2..=64).contains(&a.buffer_periods) {
+            return invalid("audio.buffer_periods", format!("is {}; use 2..=64", a.buffer_periods));
+        }
+        if !(a.reopen_max_s >= 0.1 && a.reopen_max_s <= 3600.0) {
+            return invalid("audio.reopen_max_s", format!("is {}; use 0.1..=3600 seconds", a.reopen_max_s));
+        }
+        let i = &self.input;
+        if i.button == ButtonKind::Gpio && (i.gpio_chip.trim().is_empty() || i.gpio_line.trim().is_empty()) {
+            return invalid("input.gpio_line", "and input.gpio_chip must name the button's line and chip".into());
+        }
+        if i.button == ButtonKind::Evdev && (i.evdev_device.trim().is_empty() || i.evdev_key.trim().is_empty()) {
+            return invalid("input.evdev_key", "and input.evdev_device must name the button's key and device".into());
+        }
+        if i.debounce_ms > 1000 {
+            return invalid("input.debounce_ms", format!("is {}; use 0..=1000 (25 is usual)", i.debounce_ms));
+        }
+        if i.tap_ms > 2000 {
+            return invalid("input.tap_ms", format!("is {}; use 0..=2000 (150 is usual)", i.tap_ms));
+        }
+        if i.preroll_ms > 5000 {
+            return invalid("input.preroll_ms", format!("is {}; use 0..=5000", i.preroll_ms));
+        }
+        if !(i.max_record_s >= 1.0 && i.max_record_s <= 600.0) {
+            return invalid("input.max_record_s", format!("is {}; use 1..=600 seconds", i.max_record_s));
+        }
         if self.runtime.threads > 1024 {
             return invalid(
                 "runtime.threads",
@@ -325,6 +494,18 @@ mod tests {
         assert_eq!(c.stt.max_tokens, d.stt.max_tokens);
         assert_eq!(c.stt.silence_threshold_dbfs, d.stt.silence_threshold_dbfs);
         assert_eq!(c.runtime.threads, d.runtime.threads);
+        assert_eq!(c.audio.capture.device, d.audio.capture.device);
+        assert_eq!(
+            (c.audio.period_ms, c.audio.buffer_periods, c.audio.reopen_max_s),
+            (d.audio.period_ms, d.audio.buffer_periods, d.audio.reopen_max_s)
+        );
+        assert_eq!(c.input.button, d.input.button);
+        assert_eq!(
+            (c.input.debounce_ms, c.input.tap_ms, c.input.preroll_ms),
+            (d.input.debounce_ms, d.input.tap_ms, d.input.preroll_ms)
+        );
+        assert_eq!((c.input.max_record_s, c.input.active_low), (d.input.max_record_s, d.input.active_low));
+        assert_eq!((&c.input.gpio_chip, &c.input.gpio_line), (&d.input.gpio_chip, &d.input.gpio_line));
         assert_eq!(c.llm.system, d.llm.system);
         assert_eq!(c.generate_options().sampling, d.generate_options().sampling);
         assert_eq!((c.llm.context, c.llm.max_tokens), (d.llm.context, d.llm.max_tokens));
@@ -347,6 +528,11 @@ mod tests {
             ("[stt]\nmax_tokens = 0\n", "stt.max_tokens"),
             ("[stt]\nsilence_threshold_dbfs = 3.0\n", "stt.silence_threshold_dbfs"),
             ("[runtime]\nthreads = 100000\n", "runtime.threads"),
+            ("[audio.capture]\nchannels = 6\n", "audio.capture"),
+            ("[audio.playback]\nrate = 100\n", "audio.playback"),
+            ("[audio]\nperiod_ms = 0\n", "audio.period_ms"),
+            ("[input]\nmax_record_s = 0.5\n", "input.max_record_s"),
+            ("[input]\ndebounce_ms = 5000\n", "input.debounce_ms"),
             ("[llm]\ntop_p = 0.0\n", "llm.top_p"),
             ("[llm]\ncontext = 100\nmax_tokens = 200\n", "llm.max_tokens"),
             ("[llm]\nrepeat_penalty = 0.5\n", "llm.repeat_penalty"),
