@@ -2,10 +2,12 @@
 //! speaks, all on Candle in one process. This crate holds the stages and their plumbing;
 //! `main.rs` is the command line.
 
+pub mod appliance;
 pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod llm;
 pub mod models;
+pub mod pipeline;
 pub mod stt;
 pub mod tts;

@@ -51,6 +51,8 @@ enum Command {
     Chat(ChatArgs),
     /// Speak text into a WAV file with the neural voice (espeak-ng when none loads).
     Say(SayArgs),
+    /// Answer one spoken question from a WAV file, through the same pipeline as `wick run`.
+    Ask(AskArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -144,6 +146,21 @@ struct SayArgs {
     #[command(flatten)]
     voice: VoiceArgs,
     /// Print {"phonemes","phoneme_ids","samples","sample_rate","synth_s","first_chunk_s","voice"}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    /// The question: a WAV file (8-48 kHz, mono or stereo), used as the microphone from its
+    /// first sample to its last (capped at input.max_record_s).
+    #[arg(value_name = "IN.wav")]
+    input: PathBuf,
+    /// Write the spoken answer here (16-bit WAV at the voice's rate).
+    #[arg(short, long, value_name = "OUT.wav")]
+    output: Option<PathBuf>,
+    /// Print {"transcript","reply","stt_s","first_token_s","first_audio_s","total_s","audio_out_s",...},
+    /// times in seconds from the end of the input audio.
     #[arg(long)]
     json: bool,
 }
@@ -267,6 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transcribe(args) => transcribe(&ctx, args),
         Command::Chat(args) => chat(&ctx, args),
         Command::Say(args) => say(&ctx, args),
+        Command::Ask(args) => ask(&ctx, args),
         Command::Bench(BenchCommand::Tts { voice, json }) => bench_tts(&ctx, &voice, json),
         Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
         Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
@@ -562,6 +580,101 @@ impl Context_ {
         }
         speaker
     }
+}
+
+impl Context_ {
+    /// Whisper, the language model with a fresh conversation, and the voice, as configured.
+    fn load_stages(
+        &self,
+    ) -> Result<(Transcriber, wick::appliance::stages::Conversational, wick::appliance::stages::Voice)> {
+        use wick::llm::engine::{Conversation, Engine};
+        let transcriber = self.load_transcriber(&SttModelArgs { model_dir: None, language: None })?;
+        let path = match &self.config.llm.model {
+            Some(p) => p.clone(),
+            None => self.model_file("llm", ".gguf")?,
+        };
+        let engine = Engine::open(&path, self.config.llm.context, &stt::default_device())
+            .with_context(|| format!("loading the language model {}", path.display()))?;
+        let conversation =
+            Conversation::new(self.config.llm.system.clone()).with_idle_reset(self.config.llm.idle_reset());
+        let thinker =
+            wick::appliance::stages::Conversational { engine, conversation, options: self.config.generate_options() };
+        let no_overrides = VoiceArgs { voice: None, noise_scale: None, noise_w: None, length_scale: None };
+        let voice = wick::appliance::stages::Voice::new(self.open_speaker(&no_overrides))?;
+        Ok((transcriber, thinker, voice))
+    }
+
+    fn pipeline_settings(&self) -> wick::pipeline::Settings {
+        let i = &self.config.input;
+        wick::pipeline::Settings {
+            recorder: wick::pipeline::RecorderSettings {
+                preroll: std::time::Duration::from_millis(i.preroll_ms),
+                max_record: std::time::Duration::from_secs_f64(i.max_record_s),
+            },
+            tap: std::time::Duration::from_millis(i.tap_ms),
+        }
+    }
+}
+
+fn ask(ctx: &Context_, args: AskArgs) -> Result<ExitCode> {
+    use wick::appliance::stages::{MemoryLoudspeaker, WavMicrophone};
+    use wick::pipeline::{Hooks, Pipeline, Speak, Stages};
+    let microphone = WavMicrophone::open(&args.input)?;
+    let input_s = microphone.duration_s();
+    let (hear, think, voice) = ctx.load_stages()?;
+    let rate = voice.rate();
+    let (loudspeaker, played) = MemoryLoudspeaker::new(rate);
+    let stages = Stages {
+        microphone: Box::new(microphone),
+        hear: Box::new(hear),
+        think: Box::new(think),
+        voice: Box::new(voice),
+        loudspeaker: Box::new(loudspeaker),
+    };
+    let hooks =
+        Hooks { on_turn: Box::new(|r| tracing::info!(target: "wick::turn", "{}", r.json())), ..Default::default() };
+    let mut pipeline = Pipeline::start(stages, ctx.pipeline_settings(), hooks, true);
+    // Nothing drives this pipeline but the file: the controls stay open and silent.
+    let (_controls_tx, controls) = crossbeam_channel::unbounded();
+    let record = pipeline.run(&controls, true);
+    pipeline.shutdown();
+    let record = record.context("the turn ended without a record (see the log above)")?;
+    let audio = std::mem::take(&mut *played.lock().unwrap());
+    if let Some(out) = &args.output {
+        wick::audio::write_wav_mono_i16(out, &audio, rate)?;
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "transcript": record.transcript,
+            "reply": record.reply,
+            "stt_s": record.stt_done_s,
+            "first_token_s": record.first_token_s,
+            "first_audio_s": record.first_sample_played_s,
+            "total_s": record.done_s,
+            "audio_out_s": round3(audio.len() as f64 / rate as f64),
+            "outcome": record.outcome,
+            "input_s": round3(input_s),
+            "recorded_s": record.recorded_s,
+            "capped": record.capped,
+            "first_chunk_s": record.first_chunk_s,
+            "prompt_tokens": record.prompt_tokens,
+            "gen_tokens": record.gen_tokens,
+            "error": record.error,
+        });
+        println!("{v}");
+    } else {
+        println!("you:  {}", record.transcript);
+        println!("wick: {}", record.reply);
+        println!(
+            "({}; first audio {} s, done {} s after the end of the question; {:.1} s of answer{})",
+            serde_json::to_value(record.outcome)?.as_str().unwrap_or("?"),
+            record.first_sample_played_s.map_or("-".into(), |s| format!("{s:.2}")),
+            record.done_s.map_or("-".into(), |s| format!("{s:.2}")),
+            audio.len() as f64 / rate as f64,
+            args.output.as_ref().map_or(String::new(), |o| format!(", written to {}", o.display())),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn say(ctx: &Context_, args: SayArgs) -> Result<ExitCode> {

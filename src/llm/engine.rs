@@ -183,6 +183,20 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Reply, LlmError> {
+        self.reply_counting(conv, user, options, on_text, &mut |_| {}, cancelled)
+    }
+
+    /// [`Engine::reply`], also handing every sampled token to `on_token` as it is sampled (the
+    /// pipeline counts them to show that a barge-in stops decoding).
+    pub fn reply_counting(
+        &mut self,
+        conv: &mut Conversation,
+        user: &str,
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+        on_token: &mut dyn FnMut(u32),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Reply, LlmError> {
         conv.forget_if_idle(Instant::now());
         let feed = self.turn_tokens(conv, user, options.max_tokens)?;
         let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
@@ -204,6 +218,7 @@ impl Engine {
                 reply.first_token_s = start.elapsed().as_secs_f64();
             }
             reply.gen_ids.push(next);
+            on_token(next);
             pending = Some(next);
             if self.is_end(next) {
                 reply.finished = true;

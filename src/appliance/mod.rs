@@ -1,0 +1,4 @@
+//! The assembled appliance: the real models and devices plugged into the pipeline's stage
+//! traits, and what running as a system service needs.
+
+pub mod stages;

@@ -1,0 +1,111 @@
+//! The playback thread: converts the voice's audio to the loudspeaker's rate and writes it a
+//! period at a time, checking between periods whether the turn is still wanted; a barge-in
+//! drops what the device has queued, so the answer stops within one period.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::messages::{Generation, Sound, StageEvent, TurnId};
+use super::stages::Loudspeaker;
+use crate::audio::resample;
+
+struct Player {
+    speaker: Box<dyn Loudspeaker>,
+    generation: Generation,
+    events: Sender<StageEvent>,
+    /// The turn with audio in the device, and how many samples of it were played.
+    playing: Option<(TurnId, usize)>,
+}
+
+pub fn spawn(
+    speaker: Box<dyn Loudspeaker>,
+    generation: Generation,
+    sound: Receiver<Sound>,
+    events: Sender<StageEvent>,
+) -> JoinHandle<()> {
+    let mut p = Player { speaker, generation, events, playing: None };
+    std::thread::Builder::new()
+        .name("wick-playback".into())
+        .spawn(move || p.run(sound))
+        .expect("spawning the playback thread")
+}
+
+impl Player {
+    fn run(&mut self, sound: Receiver<Sound>) {
+        loop {
+            // Wake every few milliseconds even without audio: a turn cancelled while its last
+            // periods sit in the device buffer must still go quiet at once.
+            match sound.recv_timeout(Duration::from_millis(10)) {
+                Ok(Sound::Audio { turn, samples, rate }) => self.play(turn, &samples, rate),
+                Ok(Sound::End { turn }) => self.end(turn),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.stop_if_stale();
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn stop_if_stale(&mut self) -> bool {
+        match self.playing {
+            Some((turn, _)) if !self.generation.is_current(turn) => {
+                self.speaker.stop();
+                self.playing = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn play(&mut self, turn: TurnId, samples: &[f32], rate: u32) {
+        if self.stop_if_stale() || !self.generation.is_current(turn) {
+            return;
+        }
+        let Some(device_rate) = self.speaker.rate() else {
+            // No loudspeaker right now: the answer is dropped, but the turn still ends.
+            self.playing.get_or_insert((turn, 0));
+            return;
+        };
+        let audio = match resample(samples, rate, device_rate) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("resampling the voice from {rate} to {device_rate} Hz: {e}");
+                return;
+            }
+        };
+        let period = self.speaker.period_frames().max(1);
+        for piece in audio.chunks(period) {
+            if self.stop_if_stale() || !self.generation.is_current(turn) {
+                return;
+            }
+            if self.playing.is_none_or(|(t, _)| t != turn) {
+                self.playing = Some((turn, 0));
+                let _ = self.events.send(StageEvent::FirstSample { turn, at: Instant::now() });
+            }
+            match self.speaker.play(piece) {
+                Ok(_) => {
+                    if let Some((_, played)) = &mut self.playing {
+                        *played += piece.len();
+                    }
+                }
+                Err(e) => tracing::error!("loudspeaker: {e}"),
+            }
+        }
+    }
+
+    fn end(&mut self, turn: TurnId) {
+        if !self.generation.is_current(turn) {
+            self.stop_if_stale();
+            return;
+        }
+        self.speaker.drain();
+        let samples = match self.playing.take() {
+            Some((t, n)) if t == turn => n,
+            _ => 0,
+        };
+        let rate = self.speaker.rate().unwrap_or(0);
+        let _ = self.events.send(StageEvent::Played { turn, at: Instant::now(), samples, rate });
+    }
+}

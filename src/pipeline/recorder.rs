@@ -1,0 +1,161 @@
+//! The recorder thread: reads the microphone all the time into a short pre-roll ring, so the
+//! first syllable spoken just before the press is kept; between start and stop it collects
+//! the utterance, caps it, resamples it to 16 kHz and hands it to speech-to-text.
+
+use std::collections::VecDeque;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::messages::{RecorderCommand, StageEvent, TurnId, Utterance};
+use super::stages::{Captured, Microphone};
+use crate::audio::{resample, STT_SAMPLE_RATE};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RecorderSettings {
+    pub preroll: Duration,
+    pub max_record: Duration,
+}
+
+struct Recorder {
+    mic: Box<dyn Microphone>,
+    settings: RecorderSettings,
+    utterances: Sender<Utterance>,
+    events: Sender<StageEvent>,
+    rate: Option<u32>,
+    ring: VecDeque<f32>,
+    recording: Option<(TurnId, Vec<f32>)>,
+}
+
+/// Starts the recorder; with `recording`, the first utterance starts at once (a file as
+/// microphone: every sample of it belongs to the turn).
+pub fn spawn(
+    mic: Box<dyn Microphone>,
+    settings: RecorderSettings,
+    recording: Option<TurnId>,
+    commands: Receiver<RecorderCommand>,
+    utterances: Sender<Utterance>,
+    events: Sender<StageEvent>,
+) -> JoinHandle<()> {
+    let mut r = Recorder {
+        mic,
+        settings,
+        utterances,
+        events,
+        rate: None,
+        ring: VecDeque::new(),
+        recording: recording.map(|t| (t, Vec::new())),
+    };
+    std::thread::Builder::new()
+        .name("wick-recorder".into())
+        .spawn(move || r.run(commands))
+        .expect("spawning the recorder thread")
+}
+
+impl Recorder {
+    fn run(&mut self, commands: Receiver<RecorderCommand>) {
+        let mut buf = Vec::new();
+        loop {
+            loop {
+                match commands.try_recv() {
+                    Ok(RecorderCommand::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                    Ok(cmd) => self.command(cmd),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            buf.clear();
+            match self.mic.read(&mut buf) {
+                Ok(Captured::Audio) => self.feed(&buf),
+                Ok(Captured::Unavailable) => {}
+                Ok(Captured::End) => {
+                    if let Some((turn, _)) = &self.recording {
+                        let turn = *turn;
+                        self.finish(turn, false);
+                    }
+                    // Nothing more will come: only commands matter now.
+                    for cmd in commands.iter() {
+                        match cmd {
+                            RecorderCommand::Shutdown => return,
+                            cmd => self.command(cmd),
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("microphone: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: RecorderCommand) {
+        match cmd {
+            RecorderCommand::Start { turn } => {
+                let preroll: Vec<f32> = self.ring.drain(..).collect();
+                self.recording = Some((turn, preroll));
+            }
+            RecorderCommand::Stop { turn } => {
+                if self.recording.as_ref().is_some_and(|(t, _)| *t == turn) {
+                    self.finish(turn, false);
+                }
+            }
+            RecorderCommand::Discard { turn } => {
+                if self.recording.as_ref().is_some_and(|(t, _)| *t == turn) {
+                    self.recording = None;
+                }
+            }
+            RecorderCommand::Shutdown => {}
+        }
+    }
+
+    fn feed(&mut self, samples: &[f32]) {
+        let rate = self.mic.rate();
+        if rate != self.rate {
+            // A reopened device may run at another rate: older audio cannot be joined to it.
+            self.ring.clear();
+            if let Some((_, utterance)) = &mut self.recording {
+                if self.rate.is_some() && !utterance.is_empty() {
+                    tracing::warn!(?rate, "the microphone's rate changed mid-utterance: keeping only the newer audio");
+                    utterance.clear();
+                }
+            }
+            self.rate = rate;
+        }
+        let Some(rate) = rate else { return };
+        match &mut self.recording {
+            Some((turn, utterance)) => {
+                let turn = *turn;
+                utterance.extend_from_slice(samples);
+                let cap = (self.settings.max_record.as_secs_f64() * rate as f64) as usize;
+                if utterance.len() >= cap {
+                    utterance.truncate(cap);
+                    self.finish(turn, true);
+                }
+            }
+            None => {
+                let keep = (self.settings.preroll.as_secs_f64() * rate as f64) as usize;
+                self.ring.extend(samples);
+                let excess = self.ring.len().saturating_sub(keep);
+                self.ring.drain(..excess);
+            }
+        }
+    }
+
+    fn finish(&mut self, turn: TurnId, capped: bool) {
+        let Some((_, audio)) = self.recording.take() else { return };
+        let at = Instant::now();
+        let rate = self.rate.unwrap_or(STT_SAMPLE_RATE);
+        let audio_s = audio.len() as f64 / rate as f64;
+        if capped {
+            tracing::info!(turn, audio_s, "recording reached the cap: ending the utterance");
+        }
+        let samples = resample(&audio, rate, STT_SAMPLE_RATE).unwrap_or_else(|e| {
+            tracing::error!("resampling the utterance from {rate} Hz: {e}");
+            Vec::new()
+        });
+        let _ = self.events.send(StageEvent::Recorded { turn, at, audio_s, capped });
+        let _ = self.utterances.send(Utterance { turn, samples });
+    }
+}

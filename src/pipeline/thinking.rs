@@ -1,0 +1,68 @@
+//! The LLM thread: answers each transcript, streaming the answer through the chunker to the
+//! voice as it is written. Generation stops at the first token after the turn goes stale.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::messages::{Generation, Heard, SpeechItem, StageEvent, TurnId};
+use super::stages::Think;
+use crate::tts::chunker::Chunker;
+
+/// Said when the LLM fails (a question too long for the context, say).
+pub const THINKING_FAILED: &str = "Sorry, I could not answer that.";
+
+/// Tokens sampled so far in the turn the LLM is on; the supervisor reads it at a cancel.
+pub type TokenCount = Arc<Mutex<(TurnId, usize)>>;
+
+pub fn spawn(
+    mut think: Box<dyn Think>,
+    generation: Generation,
+    heard: Receiver<Heard>,
+    speech: Sender<SpeechItem>,
+    events: Sender<StageEvent>,
+    tokens: TokenCount,
+) -> JoinHandle<()> {
+    let body = move || {
+        for Heard { turn, text } in heard {
+            let replied = |text: String, prompt_tokens, gen_tokens| {
+                let _ = events.send(StageEvent::Replied { turn, text, prompt_tokens, gen_tokens });
+            };
+            if !generation.is_current(turn) {
+                replied(String::new(), 0, 0);
+                continue;
+            }
+            *tokens.lock().unwrap() = (turn, 0);
+            let mut chunker = Chunker::new(Default::default());
+            let send = |chunk: String| {
+                let _ = speech.send(SpeechItem::Text { turn, text: chunk });
+            };
+            let mut on_text = |delta: &str| chunker.push(delta).into_iter().for_each(send);
+            let mut on_token = || {
+                let mut count = tokens.lock().unwrap();
+                if count.1 == 0 {
+                    let _ = events.send(StageEvent::FirstToken { turn, at: Instant::now() });
+                }
+                count.1 += 1;
+            };
+            let result = think.think(&text, &mut on_text, &mut on_token, &|| !generation.is_current(turn));
+            match result {
+                Ok(thought) => {
+                    if generation.is_current(turn) {
+                        chunker.finish().into_iter().for_each(send);
+                    }
+                    replied(thought.text, thought.prompt_tokens, thought.gen_tokens);
+                }
+                Err(e) => {
+                    let _ = events.send(StageEvent::Failed { turn, stage: "llm", error: e.to_string() });
+                    send(THINKING_FAILED.into());
+                    replied(String::new(), 0, tokens.lock().unwrap().1);
+                }
+            }
+            let _ = speech.send(SpeechItem::End { turn });
+        }
+    };
+    std::thread::Builder::new().name("wick-llm".into()).spawn(body).expect("spawning the LLM thread")
+}
