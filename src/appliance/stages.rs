@@ -77,8 +77,14 @@ pub struct WavMicrophone {
 }
 
 impl WavMicrophone {
+    /// Opens a WAV file; one with no samples is an empty recording, as a press with no sound.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let audio = crate::audio::read_wav_mono(path)?;
+        let audio = match crate::audio::read_wav_mono(path) {
+            Err(AudioError::Empty { .. }) => {
+                crate::audio::MonoAudio { samples: Vec::new(), sample_rate: crate::audio::STT_SAMPLE_RATE, channels: 1 }
+            }
+            other => other?,
+        };
         let period = (audio.sample_rate as usize / 50).max(1);
         Ok(Self { samples: audio.samples, rate: audio.sample_rate, pos: 0, period })
     }
