@@ -1,4 +1,4 @@
-# wick's front door. `make demo` sets up and shows speech to text on a real clip;
+# wick's front door. `make demo` sets up and asks wick a spoken question from a real clip;
 # `make test` runs every test the way CI does. Both install missing system packages on
 # Debian/Ubuntu (apt-get, with sudo when not root) and fetch the small `test` model set.
 
@@ -51,9 +51,10 @@ models: build
 	$(WICK) --models-dir $(MODELS_DIR) models pull --set test
 
 demo: models
-	@echo "== transcribing $(DEMO_CLIP)"
-	$(WICK) --models-dir $(MODELS_DIR) transcribe --json $(DEMO_CLIP)
-	@echo "== reference: $$(awk -F'\t' -v f=$(notdir $(DEMO_CLIP)) '$$1==f {print $$3}' $(SHARED)/speech/dev/manifest.tsv)"
+	@echo "== asking wick, with $(DEMO_CLIP) as the microphone"
+	@echo "   (the question as spoken: $$(awk -F'\t' -v f=$(notdir $(DEMO_CLIP)) '$$1==f {print $$3}' $(SHARED)/speech/dev/manifest.tsv))"
+	$(WICK) --models-dir $(MODELS_DIR) ask $(DEMO_CLIP) -o reply.wav
+	@echo "== the spoken answer is in reply.wav (play it with: aplay reply.wav)"
 
 # Tests run in release: they drive real models, and one profile keeps the 2-core build short.
 test: models

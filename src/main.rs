@@ -53,6 +53,12 @@ enum Command {
     Say(SayArgs),
     /// Answer one spoken question from a WAV file, through the same pipeline as `wick run`.
     Ask(AskArgs),
+    /// Run the appliance: hold the button and speak, hear the answer (sound devices, button
+    /// and control socket from the config). Each turn prints one JSON line.
+    Run(RunArgs),
+    /// Check that the configured appliance can run here: sound devices, button, CUDA, model
+    /// files and checksums, memory. Exits non-zero when something must be fixed.
+    Doctor(DoctorArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -161,6 +167,20 @@ struct AskArgs {
     output: Option<PathBuf>,
     /// Print {"transcript","reply","stt_s","first_token_s","first_audio_s","total_s","audio_out_s",...},
     /// times in seconds from the end of the input audio.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Also take the button from standard input: Enter starts talking, Enter again stops.
+    #[arg(long)]
+    stdin: bool,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// One JSON object with every finding instead of lines.
     #[arg(long)]
     json: bool,
 }
@@ -285,6 +305,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat(args) => chat(&ctx, args),
         Command::Say(args) => say(&ctx, args),
         Command::Ask(args) => ask(&ctx, args),
+        Command::Run(args) => run_appliance(&ctx, args),
+        Command::Doctor(args) => doctor(&ctx, args),
         Command::Bench(BenchCommand::Tts { voice, json }) => bench_tts(&ctx, &voice, json),
         Command::Bench(BenchCommand::Stt { model, json, files }) => bench_stt(&ctx, &model, json, &files),
         Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
@@ -673,6 +695,82 @@ fn ask(ctx: &Context_, args: AskArgs) -> Result<ExitCode> {
             audio.len() as f64 / rate as f64,
             args.output.as_ref().map_or(String::new(), |o| format!(", written to {}", o.display())),
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_appliance(ctx: &Context_, args: RunArgs) -> Result<ExitCode> {
+    use wick::appliance::{notify::Notifier, service};
+    let notifier = Notifier::from_env();
+    notifier.status("loading models");
+    let (hear, think, voice) = ctx.load_stages()?;
+    let models = service::Models { hear: Box::new(hear), think: Box::new(think), voice: Box::new(voice) };
+    service::run(&ctx.config, models, ctx.pipeline_settings(), notifier, args.stdin)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn doctor(ctx: &Context_, args: DoctorArgs) -> Result<ExitCode> {
+    use wick::appliance::doctor::{self, Level, ModelPaths};
+    let store = ctx.store()?;
+    let set = ctx.model_set(&store, "llm");
+    let exists = |p: &PathBuf, key: &str| {
+        if p.exists() {
+            Ok(p.clone())
+        } else {
+            Err(format!("{} (set by {key}) does not exist", p.display()))
+        }
+    };
+    let c = &ctx.config;
+    let models = ModelPaths {
+        stt: match &c.stt.model_dir {
+            Some(d) => exists(d, "stt.model_dir"),
+            None => store.require(&set, "stt").map_err(|e| e.to_string()),
+        },
+        llm: match &c.llm.model {
+            Some(p) => exists(p, "llm.model"),
+            None => ctx.model_file("llm", ".gguf").map_err(|e| format!("{e:#}")),
+        },
+        tts: match &c.tts.voice {
+            Some(p) => exists(p, "tts.voice"),
+            None => ctx.model_file("tts", ".onnx.json").map_err(|e| format!("{e:#}")),
+        },
+        checksums: store.verify(Some(&set)).map_err(|e| e.to_string()).map(|outcomes| {
+            outcomes
+                .into_iter()
+                .map(|o| {
+                    let problem = match &o.check {
+                        Check::Ok | Check::Unpinned { .. } => None,
+                        Check::Missing => Some("missing".to_string()),
+                        Check::Mismatch { expected, actual } => {
+                            Some(format!("sha256 {actual} differs from the pinned {expected} (damaged or replaced)"))
+                        }
+                    };
+                    (o.role, o.name, problem)
+                })
+                .collect()
+        }),
+        set,
+    };
+    let report = doctor::run(c, &models);
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": !report.failed(), "findings": report.findings }));
+    } else {
+        for f in &report.findings {
+            let tag = match f.level {
+                Level::Ok => "ok  ",
+                Level::Info => "    ",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            println!("{tag} {:<7} {}", f.area, f.what);
+            if let Some(fix) = &f.fix {
+                println!("             -> {fix}");
+            }
+        }
+    }
+    if report.failed() {
+        eprintln!("wick doctor: the configured appliance cannot run here; fix the FAIL lines above");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
