@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod bench;
 pub mod config;
+pub mod input;
 pub mod llm;
 pub mod models;
 pub mod stt;
