@@ -6,6 +6,7 @@ pub mod appliance;
 pub mod audio;
 pub mod bench;
 pub mod config;
+pub mod input;
 pub mod llm;
 pub mod models;
 pub mod pipeline;
