@@ -55,7 +55,11 @@ fn a_spoken_question_is_answered_out_loud() {
     let audio_s = secs(&v, "audio_out_s");
     assert!(audio_s > 1.0, "{v}");
     let written = wick::audio::read_wav_mono(&reply_wav).unwrap();
-    assert!((written.duration_s() - audio_s).abs() < 0.01, "{} s in the file, {audio_s} reported", written.duration_s());
+    assert!(
+        (written.duration_s() - audio_s).abs() < 0.01,
+        "{} s in the file, {audio_s} reported",
+        written.duration_s()
+    );
     let heard = transcribe(&reply_wav);
     let shared = shared_words(reply, &heard);
     assert!(shared.len() >= 2, "the reply {reply:?} was heard as {heard:?}: shared words {shared:?}");

@@ -152,7 +152,8 @@ impl Appliance {
                     if pipe.write_all(&period).is_err() {
                         return; // wick closed the device
                     }
-                    next += PERIOD;
+                    // A write that waited for wick must not be made up for with a burst.
+                    next = next.max(Instant::now()) + PERIOD;
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 }
             });
@@ -173,7 +174,9 @@ impl Appliance {
                             speaker.reads.lock().unwrap().push((Instant::now(), n));
                         }
                     }
-                    next += PERIOD;
+                    // A read that waited for audio must not be made up for by reading ahead:
+                    // the loudspeaker plays in real time.
+                    next = next.max(Instant::now()) + PERIOD;
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 }
             });
@@ -208,7 +211,12 @@ impl Appliance {
     }
 
     /// Polls `status` until `check` holds.
-    fn wait_status(&mut self, what: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    fn wait_status(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(code) = self.child.try_wait().unwrap() {
@@ -306,7 +314,8 @@ fn hear(bytes: &[u8]) -> String {
         .map(|f| (i16::from_le_bytes([f[0], f[1]]) as f32 + i16::from_le_bytes([f[2], f[3]]) as f32) / 65536.0)
         .collect();
     let samples = wick::audio::resample(&mono, RATE, 16_000).unwrap();
-    let stt = wick::stt::Transcriber::load(&pulled().join("test/stt"), Default::default(), &candle_core::Device::Cpu).unwrap();
+    let stt = wick::stt::Transcriber::load(&pulled().join("test/stt"), Default::default(), &candle_core::Device::Cpu)
+        .unwrap();
     stt.transcribe(&samples).unwrap().text
 }
 
@@ -363,7 +372,9 @@ fn a_full_turn_through_alsa_with_the_button_on_the_control_socket() {
     let notes = app.notifications();
     let ready = notes.iter().position(|n| n == "READY=1").unwrap_or_else(|| panic!("no READY=1 in {notes:?}"));
     assert!(notes[..ready].iter().any(|n| n == "STATUS=loading models"), "{notes:?}");
-    for expected in ["STATUS=listening", "STATUS=thinking", "STATUS=speaking", "STATUS=idle", "WATCHDOG=1", "STOPPING=1"] {
+    for expected in
+        ["STATUS=listening", "STATUS=thinking", "STATUS=speaking", "STATUS=idle", "WATCHDOG=1", "STOPPING=1"]
+    {
         assert!(notes.iter().any(|n| n == expected), "{expected} missing in {notes:?}");
     }
 }
@@ -414,7 +425,11 @@ fn a_press_while_speaking_stops_the_answer_and_listens() {
     assert_eq!(app.send(&["tap"]), ["ok"]);
     app.wait_state("idle", Duration::from_secs(5));
     let tapped = app.next_turn(LONG);
-    assert_eq!((tapped["outcome"].as_str(), tapped["cancelled_by"].as_str()), (Some("cancelled"), Some("tap")), "{tapped}");
+    assert_eq!(
+        (tapped["outcome"].as_str(), tapped["cancelled_by"].as_str()),
+        (Some("cancelled"), Some("tap")),
+        "{tapped}"
+    );
     assert!(app.terminate());
 }
 

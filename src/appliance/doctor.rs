@@ -70,7 +70,8 @@ pub fn run(config: &Config, models: &ModelPaths) -> Report {
 }
 
 fn sound(r: &mut Report, config: &Config) {
-    use crate::audio::{cards, pcm_hints, probe, Direction};
+    use crate::audio::devices::{cards, pcm_hints, probe};
+    use crate::audio::Direction;
     let found = cards();
     if found.is_empty() {
         r.add("audio", Level::Info, "no sound cards (no /proc/asound/cards entries)", None);
@@ -78,12 +79,15 @@ fn sound(r: &mut Report, config: &Config) {
     for c in &found {
         r.add("audio", Level::Info, format!("card {}: {} ({})", c.index, c.id, c.name), None);
     }
-    for (direction, pcm, key) in [
-        (Direction::Capture, &config.audio.capture, "audio.capture.device"),
-        (Direction::Playback, &config.audio.playback, "audio.playback.device"),
-    ] {
+    for (direction, pcm) in [(Direction::Capture, &config.audio.capture), (Direction::Playback, &config.audio.playback)]
+    {
         let names: Vec<String> = pcm_hints(direction).into_iter().map(|h| h.name).collect();
-        r.add("audio", Level::Info, format!("{direction} PCMs: {}", if names.is_empty() { "none".into() } else { names.join(", ") }), None);
+        r.add(
+            "audio",
+            Level::Info,
+            format!("{direction} PCMs: {}", if names.is_empty() { "none".into() } else { names.join(", ") }),
+            None,
+        );
         match probe(pcm, &config.audio, direction) {
             Ok(f) => r.add(
                 "audio",
@@ -94,12 +98,8 @@ fn sound(r: &mut Report, config: &Config) {
                 ),
                 None,
             ),
-            Err(e) => r.add(
-                "audio",
-                Level::Fail,
-                format!("{direction} device {:?}: {e}", pcm.device),
-                Some(format!("set {key} in wick.toml to one of the PCMs above, or plug the device in")),
-            ),
+            // The error names the device and the key to change.
+            Err(e) => r.add("audio", Level::Fail, e.to_string(), None),
         }
     }
 }
@@ -110,14 +110,24 @@ fn button(r: &mut Report, config: &Config) {
     let chips = list_chips();
     for c in &chips {
         match &c.error {
-            None => r.add("button", Level::Info, format!("GPIO chip {} ({}): {} lines", c.path.display(), c.label, c.lines), None),
+            None => r.add(
+                "button",
+                Level::Info,
+                format!("GPIO chip {} ({}): {} lines", c.path.display(), c.label, c.lines),
+                None,
+            ),
             Some(e) => r.add("button", Level::Info, format!("GPIO chip {}: {e}", c.path.display()), None),
         }
     }
     let devices = list_devices();
     for d in devices.iter().filter(|d| d.keys > 0 || d.error.is_some()) {
         match &d.error {
-            None => r.add("button", Level::Info, format!("input device {} ({:?}): {} keys", d.path.display(), d.name, d.keys), None),
+            None => r.add(
+                "button",
+                Level::Info,
+                format!("input device {} ({:?}): {} keys", d.path.display(), d.name, d.keys),
+                None,
+            ),
             Some(e) => r.add("button", Level::Info, format!("input device {}: {e}", d.path.display()), None),
         }
     }
@@ -142,7 +152,9 @@ fn button(r: &mut Report, config: &Config) {
                     line.chip_path.display(),
                     line.consumer
                 ),
-                Some("free the line (stop that program, or fix the device tree) or pick another input.gpio_line".into()),
+                Some(
+                    "free the line (stop that program, or fix the device tree) or pick another input.gpio_line".into(),
+                ),
             ),
             Ok(line) => r.add(
                 "button",
@@ -219,7 +231,12 @@ fn model_files(r: &mut Report, m: &ModelPaths) {
         Ok(files) => {
             let bad: Vec<_> = files.iter().filter(|f| f.2.is_some()).collect();
             if bad.is_empty() {
-                r.add("models", Level::Ok, format!("{} files of set {:?} match their sha256", files.len(), m.set), None);
+                r.add(
+                    "models",
+                    Level::Ok,
+                    format!("{} files of set {:?} match their sha256", files.len(), m.set),
+                    None,
+                );
             }
             for (role, name, problem) in bad {
                 r.add(

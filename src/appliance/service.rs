@@ -14,7 +14,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use super::devices::{AlsaLoudspeaker, AlsaMicrophone};
 use super::notify::Notifier;
 use crate::audio::DeviceState;
-use crate::config::{ButtonKind, Config};
+use crate::config::Config;
 use crate::input::{ControlSocket, Debouncer, InputEvent};
 use crate::pipeline::{Control, Hear, Hooks, Pipeline, Settings, Speak, Stages, Think};
 
@@ -36,14 +36,9 @@ pub fn run(config: &Config, models: Models, settings: Settings, notifier: Notifi
     let socket_path = config.input.socket_path();
     let socket = ControlSocket::bind(&socket_path, config.input.socket_group.as_deref(), input_tx.clone())
         .with_context(|| format!("opening the control socket {}", socket_path.display()))?;
-    match config.input.button {
-        ButtonKind::None => tracing::info!("no hardware button configured: use the control socket {}", socket_path.display()),
-        ButtonKind::Gpio => {
-            crate::input::spawn_gpio(&config.input, input_tx.clone()).context("opening the push-to-talk button")?;
-        }
-        ButtonKind::Evdev => {
-            crate::input::spawn_evdev(&config.input, input_tx.clone()).context("opening the push-to-talk button")?;
-        }
+    if crate::input::spawn_button(&config.input, input_tx.clone()).context("opening the push-to-talk button")?.is_none()
+    {
+        tracing::info!("no hardware button configured: use the control socket {}", socket_path.display());
     }
     if stdin {
         crate::input::spawn_stdin(input_tx.clone());
@@ -68,14 +63,16 @@ pub fn run(config: &Config, models: Models, settings: Settings, notifier: Notifi
     let device_json = {
         let (capture, playback) = (capture.clone(), playback.clone());
         move || {
-            let state = |s: &std::sync::Mutex<DeviceState>| serde_json::to_value(&*s.lock().unwrap()).unwrap_or_default();
+            let state =
+                |s: &std::sync::Mutex<DeviceState>| serde_json::to_value(&*s.lock().unwrap()).unwrap_or_default();
             serde_json::json!({ "capture": state(&capture), "playback": state(&playback) })
         }
     };
     let ready_check = {
         let (capture, playback) = (capture.clone(), playback.clone());
         move || {
-            matches!(*capture.lock().unwrap(), DeviceState::Open(_)) && matches!(*playback.lock().unwrap(), DeviceState::Open(_))
+            matches!(*capture.lock().unwrap(), DeviceState::Open(_))
+                && matches!(*playback.lock().unwrap(), DeviceState::Open(_))
         }
     };
     let hooks = Hooks {

@@ -14,22 +14,28 @@ pub const NOTHING_HEARD: &str = "Sorry, I didn't catch that.";
 /// Said when speech-to-text itself failed.
 pub const HEARING_FAILED: &str = "Sorry, I could not make that out.";
 
-/// Whether a transcript holds at least one word: Whisper writes noise as "[BLANK_AUDIO]",
-/// "(music)" or lone punctuation, and a single letter is a fragment, not a question.
+/// Whether a transcript holds words: Whisper writes noise as "[BLANK_AUDIO]", "(music)" or
+/// lone punctuation, and a single letter alone is a fragment, not a question ("1, 2, 3" is
+/// three words).
 pub fn worth_answering(text: &str) -> bool {
-    let mut depth = 0i32;
+    // Whisper marks sounds as [..], (..) or *..*: they are not words.
+    let (mut depth, mut starred) = (0i32, false);
     let mut plain = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '[' | '(' | '*' => depth += 1,
+            '[' | '(' => depth += 1,
             ']' | ')' => depth = (depth - 1).max(0),
-            _ if depth == 0 => plain.push(c),
+            '*' => starred = !starred,
+            _ if depth == 0 && !starred => plain.push(c),
             _ => {}
         }
     }
-    plain
+    let words: Vec<usize> = plain
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .any(|w| w.chars().filter(|c| c.is_alphanumeric()).count() >= 2)
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).count())
+        .filter(|&n| n > 0)
+        .collect();
+    words.len() >= 2 || words.iter().any(|&n| n >= 2)
 }
 
 pub fn spawn(
@@ -92,7 +98,9 @@ mod tests {
 
     #[test]
     fn words_are_worth_an_answer_and_noise_is_not() {
-        for text in ["What time is it?", "Hi.", "Go", "42", "It's"] {
+        for text in
+            ["What time is it?", "Hi.", "Go", "42", "It's", "1, 2, 3", "A B", "(laughs) Thanks", "*cough* Hello"]
+        {
             assert!(worth_answering(text), "{text:?}");
         }
         for text in ["", "  ", ".", "...", "I.", "[BLANK_AUDIO]", "(music)", "[ Silence ]", "♪ ♪", "*cough*", "- -"]
