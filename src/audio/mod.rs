@@ -1,9 +1,18 @@
-//! Audio in and out: sample buffers, WAV files, and resampling to the rates the stages need.
-//! ALSA capture and playback arrive here with the appliance runtime.
+//! Audio in and out: WAV files, resampling to the rates the stages need, and the sound devices
+//! themselves. ALSA capture and playback move mono `f32` one period at a time at the device's
+//! rate (`pcm`); a device that is missing or goes away is reopened with backoff (`reopen`); and
+//! `devices` lists and probes devices for `wick doctor`.
 
+mod convert;
+pub mod devices;
+mod pcm;
+mod reopen;
 mod resample;
 mod wav;
 
+pub use devices::{CardInfo, PcmHint};
+pub use pcm::{Capture, Direction, PcmError, PcmFormat, Playback};
+pub use reopen::{Backoff, DeviceState, PcmDevice, Reopening, ReopeningCapture, ReopeningPlayback};
 pub use resample::resample;
 pub use wav::{read_wav_mono, write_wav_mono_f32, write_wav_mono_i16, AudioError, MonoAudio};
 
