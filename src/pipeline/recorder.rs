@@ -159,3 +159,76 @@ impl Recorder {
         let _ = self.utterances.send(Utterance { turn, samples });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A microphone at a fixed rate; the tests call the recorder's steps directly.
+    struct AtRate(u32);
+
+    impl Microphone for AtRate {
+        fn rate(&self) -> Option<u32> {
+            Some(self.0)
+        }
+        fn read(&mut self, _: &mut Vec<f32>) -> crate::pipeline::StageResult<Captured> {
+            Ok(Captured::End)
+        }
+    }
+
+    fn recorder(preroll_ms: u64, max_s: u64) -> (Recorder, Receiver<Utterance>, Receiver<StageEvent>) {
+        let (utterances, u_rx) = crossbeam_channel::unbounded();
+        let (events, e_rx) = crossbeam_channel::unbounded();
+        let settings =
+            RecorderSettings { preroll: Duration::from_millis(preroll_ms), max_record: Duration::from_secs(max_s) };
+        let r = Recorder {
+            mic: Box::new(AtRate(16_000)),
+            settings,
+            utterances,
+            events,
+            rate: None,
+            ring: VecDeque::new(),
+            recording: None,
+        };
+        (r, u_rx, e_rx)
+    }
+
+    #[test]
+    fn an_utterance_starts_with_the_pre_roll_and_ends_at_the_stop() {
+        let (mut r, utterances, _) = recorder(300, 30);
+        // One second before the press, counting up so the kept part can be told apart.
+        let before: Vec<f32> = (0..16_000).map(|i| i as f32 / 16_000.0).collect();
+        for period in before.chunks(320) {
+            r.feed(period);
+        }
+        r.command(RecorderCommand::Start { turn: 7 });
+        r.feed(&[0.5; 16_000]);
+        r.command(RecorderCommand::Stop { turn: 7 });
+        let u = utterances.try_recv().expect("the utterance");
+        assert_eq!(u.turn, 7);
+        assert_eq!(u.samples.len(), 4_800 + 16_000, "300 ms of pre-roll and the second held");
+        assert_eq!(u.samples[0], before[16_000 - 4_800], "the pre-roll is the last 300 ms before the press");
+        r.feed(&[0.1; 320]);
+        assert!(utterances.try_recv().is_err(), "nothing is recorded after the stop");
+    }
+
+    #[test]
+    fn a_long_hold_is_cut_at_the_cap_and_a_discarded_one_is_never_sent() {
+        let (mut r, utterances, events) = recorder(0, 2);
+        r.command(RecorderCommand::Start { turn: 1 });
+        for _ in 0..200 {
+            r.feed(&[0.2; 320]); // four seconds in all
+        }
+        let u = utterances.try_recv().unwrap();
+        assert_eq!(u.samples.len(), 32_000);
+        assert!(matches!(events.try_recv(), Ok(StageEvent::Recorded { capped: true, .. })));
+        r.command(RecorderCommand::Stop { turn: 1 });
+        assert!(utterances.try_recv().is_err(), "the release after the cap adds nothing");
+
+        r.command(RecorderCommand::Start { turn: 2 });
+        r.feed(&[0.2; 320]);
+        r.command(RecorderCommand::Discard { turn: 2 });
+        r.command(RecorderCommand::Stop { turn: 2 });
+        assert!(utterances.try_recv().is_err(), "a discarded recording is not heard");
+    }
+}
