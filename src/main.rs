@@ -619,8 +619,11 @@ impl Context_ {
             .with_context(|| format!("loading the language model {}", path.display()))?;
         let conversation =
             Conversation::new(self.config.llm.system.clone()).with_idle_reset(self.config.llm.idle_reset());
-        let thinker =
+        let mut thinker =
             wick::appliance::stages::Conversational { engine, conversation, options: self.config.generate_options() };
+        // The system prompt is prefilled now, not after the first question.
+        let opening = thinker.engine.prefill_opening(&mut thinker.conversation)?;
+        tracing::info!(tokens = opening, "system prompt prefilled");
         let no_overrides = VoiceArgs { voice: None, noise_scale: None, noise_w: None, length_scale: None };
         let voice = wick::appliance::stages::Voice::new(self.open_speaker(&no_overrides))?;
         Ok((transcriber, thinker, voice))

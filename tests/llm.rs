@@ -196,6 +196,25 @@ fn an_idle_conversation_is_forgotten_before_the_next_turn() {
 }
 
 #[test]
+fn the_system_prompt_prefilled_at_start_leaves_the_first_turn_only_its_message() {
+    use wick::llm::engine::Conversation;
+    let mut engine = engine(2048);
+    let system = "You are a helpful assistant.";
+    let mut conv = Conversation::new(system);
+    let opening = engine.prefill_opening(&mut conv).unwrap();
+    assert!(opening > 5, "the system message is several tokens: {opening}");
+    assert_eq!(engine.prefill_opening(&mut conv).unwrap(), 0, "prefilled once");
+    let warm = engine.reply(&mut conv, "Say hello.", &greedy(4), &mut |_| {}, &|| false).unwrap();
+    let cold = engine.reply(&mut Conversation::new(system), "Say hello.", &greedy(4), &mut |_| {}, &|| false).unwrap();
+    assert_eq!(warm.prompt_ids, cold.prompt_ids, "the same prompt as without the early prefill");
+    assert_eq!(warm.prefill_tokens, cold.prefill_tokens - opening);
+    assert!(!warm.text.trim().is_empty());
+    // The conversation goes on as usual.
+    let next = engine.reply(&mut conv, "Thanks.", &greedy(4), &mut |_| {}, &|| false).unwrap();
+    assert!(next.prompt_ids.starts_with(&warm.prompt_ids));
+}
+
+#[test]
 fn cancel_stops_generation_and_long_prompts_are_refused() {
     use std::cell::Cell;
     use wick::llm::engine::Conversation;

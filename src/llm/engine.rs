@@ -45,6 +45,8 @@ pub struct Conversation {
     idle_reset: Option<Duration>,
     /// When the last turn ended.
     last_turn: Option<Instant>,
+    /// The cache holds only the conversation's opening (the system prompt, prefilled at start).
+    opening_only: bool,
 }
 
 impl Conversation {
@@ -77,6 +79,7 @@ impl Conversation {
         self.cached.clear();
         self.unfed.clear();
         self.last_turn = None;
+        self.opening_only = false;
         true
     }
 }
@@ -138,11 +141,44 @@ impl Engine {
         self.encode(&self.template.render(&messages))
     }
 
+    /// Runs the conversation's opening (the system prompt) through the model now, so that the
+    /// first turn prefills only its own message: the appliance does this while starting, off the
+    /// path from the button's release to the answer. Returns the tokens prefilled (0 when the
+    /// conversation has already begun).
+    pub fn prefill_opening(&mut self, conv: &mut Conversation) -> Result<usize, LlmError> {
+        if !conv.turns.is_empty() || !conv.cached.is_empty() {
+            return Ok(0);
+        }
+        let mut text = self.template.begin().to_string();
+        if !conv.system.is_empty() {
+            text.push_str(&self.template.message("system", &conv.system));
+        }
+        let ids = self.encode(&text)?;
+        if ids.is_empty() || ids.len() >= self.model.max_context() {
+            return Ok(0);
+        }
+        self.model.reset();
+        self.model.forward(&ids).map_err(|e| LlmError::Generate(e.to_string()))?;
+        let n = ids.len();
+        conv.cached = ids;
+        conv.unfed.clear();
+        conv.opening_only = true;
+        Ok(n)
+    }
+
     /// The tokens to feed for this turn, resetting the cache when it cannot be extended.
     fn turn_tokens(&mut self, conv: &mut Conversation, user: &str, max_tokens: usize) -> Result<Vec<u32>, LlmError> {
         let context = self.model.max_context();
         let continuing = !conv.cached.is_empty() && self.model.position() == conv.cached.len();
-        if continuing {
+        if continuing && std::mem::take(&mut conv.opening_only) {
+            // Special tokens start every message, so the opening and this message tokenize
+            // exactly as the whole rendered prompt would.
+            let text = format!("{}{}", self.template.message("user", user), self.template.assistant_prompt());
+            let feed = self.encode(&text)?;
+            if conv.cached.len() + feed.len() + max_tokens <= context {
+                return Ok(feed);
+            }
+        } else if continuing {
             let mut feed = std::mem::take(&mut conv.unfed);
             if !feed.last().is_some_and(|&t| self.is_end(t)) {
                 feed.extend(self.encode(self.template.end_tokens()[0])?);
@@ -162,6 +198,7 @@ impl Engine {
         self.model.reset();
         conv.cached.clear();
         conv.unfed.clear();
+        conv.opening_only = false;
         for skip in 0..=conv.turns.len() {
             let ids = self.full_prompt(conv, skip, user)?;
             if ids.len() + max_tokens <= context {
