@@ -63,9 +63,10 @@ pub fn run(config: &Config, models: &ModelPaths) -> Report {
     let mut r = Report::default();
     sound(&mut r, config);
     button(&mut r, config);
-    gpu(&mut r);
+    // Opening the CUDA device costs a context: once, for both checks that need it.
+    let on_gpu = gpu(&mut r);
     model_files(&mut r, models);
-    memory(&mut r, config, models);
+    memory(&mut r, config, models, on_gpu);
     r
 }
 
@@ -193,10 +194,11 @@ fn button(r: &mut Report, config: &Config) {
     }
 }
 
-fn gpu(r: &mut Report) {
+/// Reports CUDA; true when the models will run on the GPU.
+fn gpu(r: &mut Report) -> bool {
     if cfg!(feature = "cuda") {
-        let device = crate::stt::default_device();
-        if device.is_cuda() {
+        let on_gpu = crate::stt::default_device().is_cuda();
+        if on_gpu {
             r.add("gpu", Level::Ok, "CUDA device 0 is available: models run on the GPU", None);
         } else {
             r.add(
@@ -206,6 +208,7 @@ fn gpu(r: &mut Report) {
                 Some("check the NVIDIA driver (`nvidia-smi`, or `tegrastats` on Jetson) and that wick may use /dev/nvidia*".into()),
             );
         }
+        on_gpu
     } else {
         r.add(
             "gpu",
@@ -213,6 +216,7 @@ fn gpu(r: &mut Report) {
             "built without CUDA: models run on the CPU",
             Some("build with `cargo build --release --features cuda` on a machine with the CUDA toolkit".into()),
         );
+        false
     }
 }
 
@@ -262,8 +266,7 @@ fn mem_total() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-fn memory(r: &mut Report, config: &Config, m: &ModelPaths) {
-    let on_gpu = cfg!(feature = "cuda") && crate::stt::default_device().is_cuda();
+fn memory(r: &mut Report, config: &Config, m: &ModelPaths, on_gpu: bool) {
     let mut parts: Vec<(String, u64)> = Vec::new();
     if let Ok(dir) = &m.stt {
         // Whisper's f16 weights are widened to f32 on the CPU.

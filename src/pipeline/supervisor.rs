@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::messages::{Generation, RecorderCommand, StageEvent, TurnId};
 use super::thinking::TokenCount;
-use super::turn::{Outcome, TurnRecord};
+use super::turn::{to_ms, Outcome, TurnRecord};
 
 /// What the supervisor is told from outside: the button (already debounced), a status query,
 /// or the end.
@@ -96,7 +96,7 @@ pub(super) struct Supervisor {
     /// Turns not yet logged.
     records: BTreeMap<TurnId, TurnRecord>,
     pub(super) turns_logged: usize,
-    /// Turns logged, by id (for a caller waiting on one).
+    /// The last turn logged (what `wick ask` prints).
     pub(super) last_logged: Option<TurnRecord>,
 }
 
@@ -145,10 +145,7 @@ impl Supervisor {
             Control::Press { at } => self.press(at),
             Control::Release { at } => self.release(at),
             Control::Tap { .. } => {
-                if let Some((turn, _, _)) = self.listening.take() {
-                    let _ = self.recorder.send(RecorderCommand::Discard { turn });
-                    self.records.remove(&turn);
-                }
+                self.discard_listening();
                 self.cancel_active("tap");
                 self.generation.advance();
                 self.set_state(State::Idle);
@@ -165,10 +162,7 @@ impl Supervisor {
                 let _ = reply.send(v.to_string());
             }
             Control::Shutdown => {
-                if let Some((turn, _, _)) = self.listening.take() {
-                    let _ = self.recorder.send(RecorderCommand::Discard { turn });
-                    self.records.remove(&turn);
-                }
+                self.discard_listening();
                 self.cancel_active("shutdown");
                 self.generation.advance();
                 // A shutdown does not wait for the stages to report: log what is known.
@@ -185,6 +179,14 @@ impl Supervisor {
             }
         }
         true
+    }
+
+    /// Throws away the recording under way, if any: it never becomes a turn.
+    fn discard_listening(&mut self) {
+        if let Some((turn, _, _)) = self.listening.take() {
+            let _ = self.recorder.send(RecorderCommand::Discard { turn });
+            self.records.remove(&turn);
+        }
     }
 
     fn press(&mut self, at: Instant) {
@@ -208,16 +210,15 @@ impl Supervisor {
             }
             return;
         };
-        self.listening = None;
         let held = at.saturating_duration_since(pressed);
         if held < self.tap {
             // Too short to be speech: after a barge-in it was a tap that only stops the answer.
-            let _ = self.recorder.send(RecorderCommand::Discard { turn });
-            self.records.remove(&turn);
+            self.discard_listening();
             tracing::info!(held_ms = held.as_millis() as u64, interrupted, "a tap: nothing recorded");
             self.set_state(State::Idle);
             return;
         }
+        self.listening = None;
         let _ = self.recorder.send(RecorderCommand::Stop { turn });
         self.begin_thinking(turn, at);
     }
@@ -254,7 +255,7 @@ impl Supervisor {
         };
         match event {
             StageEvent::Recorded { at, audio_s, capped, .. } => {
-                r.recorded_s = (audio_s * 1000.0).round() / 1000.0;
+                r.recorded_s = to_ms(audio_s);
                 r.capped = capped;
                 r.stt_pending = true;
                 if self.listening.is_some_and(|l| l.0 == turn) {
@@ -287,7 +288,7 @@ impl Supervisor {
             }
             StageEvent::Played { at, samples, rate, .. } => {
                 if rate > 0 {
-                    r.reply_audio_s = (samples as f64 / rate as f64 * 1000.0).round() / 1000.0;
+                    r.reply_audio_s = to_ms(samples as f64 / rate as f64);
                 }
                 if self.active == Some(turn) {
                     r.done_s = r.since_release(at);

@@ -7,6 +7,11 @@ use serde::Serialize;
 
 use super::messages::TurnId;
 
+/// Seconds rounded to the millisecond: the record's precision.
+pub(super) fn to_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -89,7 +94,7 @@ impl TurnRecord {
 
     /// Seconds from the release to `at` (rounded to the millisecond).
     pub(super) fn since_release(&self, at: Instant) -> Option<f64> {
-        self.released.map(|r| (at.saturating_duration_since(r).as_secs_f64() * 1000.0).round() / 1000.0)
+        self.released.map(|r| to_ms(at.saturating_duration_since(r).as_secs_f64()))
     }
 
     /// No stage holds the turn any more.
