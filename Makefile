@@ -14,12 +14,18 @@ WICK       := $(CURDIR)/target/release/wick
 DEMO_CLIP  ?= $(SHARED)/speech/dev/ps_librivox_ss01_0870.wav
 
 # Debian/Ubuntu packages the build, the model fetcher, the voice (espeak-ng) and sound (ALSA) need.
-APT_PACKAGES := build-essential pkg-config python3 python3-pip ca-certificates libespeak-ng-dev espeak-ng-data libasound2-dev
+APT_PACKAGES := build-essential pkg-config python3 python3-pip python3-venv ca-certificates libespeak-ng-dev espeak-ng-data libasound2-dev
 
-export WICK_TEST_MODELS := $(MODELS_DIR)
-export WICK_SHARED      := $(SHARED)
+# Synthetic multi-speaker and "high" Piper voices with onnxruntime's audio for them, made by
+# Piper's own training code (tools/piper_reference): no such voice can be fetched from the
+# registries CI reaches, and the parity tests need one.
+PIPER_REF  ?= $(CURDIR)/target/piper-reference
 
-.PHONY: all build deps models demo test clean-models
+export WICK_TEST_MODELS     := $(MODELS_DIR)
+export WICK_SHARED          := $(SHARED)
+export WICK_PIPER_REFERENCE := $(PIPER_REF)
+
+.PHONY: all build deps models demo test clean-models piper-reference
 
 all: build
 
@@ -29,6 +35,7 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
+	python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	pkg-config --exists espeak-ng 2>/dev/null || missing="$$missing libespeak-ng-dev"; \
 	pkg-config --exists alsa 2>/dev/null || missing="$$missing libasound2-dev"; \
 	if [ -n "$$missing" ]; then \
@@ -56,8 +63,14 @@ demo: models
 	$(WICK) --models-dir $(MODELS_DIR) ask $(DEMO_CLIP) -o reply.wav
 	@echo "== the spoken answer is in reply.wav (play it with: aplay reply.wav)"
 
+# Rebuilt when the generator or its pins change; about 5.5 GB of Python packages the first time.
+piper-reference: $(PIPER_REF)/manifest.json
+
+$(PIPER_REF)/manifest.json: tools/piper_reference/build.sh tools/piper_reference/synthetic_voices.py tools/piper_reference/requirements.txt | models
+	tools/piper_reference/build.sh $(PIPER_REF) $(MODELS_DIR)/test/tts/en_US-joe-medium.onnx.json $(SHARED)/reference/tts/reference.json
+
 # Tests run in release: they drive real models, and one profile keeps the 2-core build short.
-test: models
+test: models piper-reference
 	$(CARGO) test --release
 
 clean-models:

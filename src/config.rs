@@ -124,8 +124,9 @@ pub struct TtsConfig {
     pub noise_scale: Option<f32>,
     pub length_scale: Option<f32>,
     pub noise_w: Option<f32>,
-    /// Speaker of a multi-speaker voice.
-    pub speaker: Option<i64>,
+    /// Speaker of a multi-speaker voice: an id (`3`) or a name from its speaker_id_map
+    /// (`"p239"`); none is speaker 0.
+    pub speaker: Option<crate::tts::voice::SpeakerChoice>,
     /// Seeds the voice's noise: the same text sounds the same every time.
     pub seed: u64,
     /// espeak-ng voice of the fallback synthesizer (and of phonemes when the voice file names none).

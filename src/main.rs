@@ -132,6 +132,10 @@ struct VoiceArgs {
     /// Speaking time multiplier (above 1 is slower); default: tts.length_scale, else the voice file's.
     #[arg(long, value_name = "X")]
     length_scale: Option<f32>,
+    /// Speaker of a multi-speaker voice: an id, or a name from its speaker_id_map; default:
+    /// tts.speaker, else speaker 0.
+    #[arg(long, value_name = "ID|NAME")]
+    speaker: Option<String>,
 }
 
 #[derive(Args)]
@@ -594,6 +598,7 @@ impl Context_ {
             noise_scale: args.noise_scale.or(t.noise_scale),
             length_scale: args.length_scale.or(t.length_scale),
             noise_w: args.noise_w.or(t.noise_w),
+            speaker: args.speaker.clone().map(wick::tts::voice::SpeakerChoice::Name).or_else(|| t.speaker.clone()),
             ..t.clone()
         };
         let speaker = Speaker::open(voice.as_deref(), &settings, &stt::default_device());
@@ -624,7 +629,8 @@ impl Context_ {
         // The system prompt is prefilled now, not after the first question.
         let opening = thinker.engine.prefill_opening(&mut thinker.conversation)?;
         tracing::info!(tokens = opening, "system prompt prefilled");
-        let no_overrides = VoiceArgs { voice: None, noise_scale: None, noise_w: None, length_scale: None };
+        let no_overrides =
+            VoiceArgs { voice: None, noise_scale: None, noise_w: None, length_scale: None, speaker: None };
         let voice = wick::appliance::stages::Voice::new(self.open_speaker(&no_overrides))?;
         Ok((transcriber, thinker, voice))
     }

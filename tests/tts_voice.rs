@@ -62,12 +62,6 @@ fn reference() -> Vec<Sentence> {
         .collect()
 }
 
-fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
-    let signal: f64 = reference.iter().map(|&r| f64::from(r).powi(2)).sum();
-    let noise: f64 = reference.iter().zip(ours).map(|(&r, &o)| (f64::from(r) - f64::from(o)).powi(2)).sum();
-    10.0 * (signal / noise.max(1e-30)).log10()
-}
-
 #[test]
 fn matches_piper_on_the_reference_sentences() {
     let voice = voice();
@@ -92,7 +86,7 @@ fn matches_piper_on_the_reference_sentences() {
                 failures.push(format!("{}[{k}]: {} samples, Piper gave {expected}", sentence.name, audio.len()));
                 continue;
             }
-            let snr = snr_db(reference, &audio);
+            let snr = common::snr_db(reference, &audio);
             println!(
                 "{}[{k}]: {} ids, {expected} samples ({seconds:.2} s), SNR {snr:.1} dB, synthesized in {took:.3} s ({:.3}x real time)",
                 sentence.name,
@@ -149,7 +143,7 @@ fn options_the_voice_cannot_honour_are_refused() {
     let err = voice.synthesize(ids, &SynthOptions { length_scale: -1.0, ..deterministic() }).unwrap_err();
     assert!(matches!(err, VoiceError::BadOptions(_)), "{err:?}");
     let err = voice.synthesize(ids, &SynthOptions { speaker: Some(3), ..deterministic() }).unwrap_err();
-    assert!(matches!(err, VoiceError::UnknownSpeaker { speaker: 3, speakers: 1 }), "{err:?}");
+    assert!(matches!(&err, VoiceError::UnknownSpeaker { speaker, speakers: 1, .. } if speaker == "3"), "{err:?}");
 }
 
 /// A temporary copy of the voice's `.onnx.json`, with `model` (if any) as its `.onnx`.

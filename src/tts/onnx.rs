@@ -208,6 +208,16 @@ impl OnnxWeights {
     /// convolutions' attributes under the same path.
     fn map_module_paths(&mut self, nodes: &[NodeProto]) {
         for node in nodes {
+            // Any anonymous initializer can also be found as input `pos` of the node that
+            // reads it (`/dp/flows.0/Exp#0`): exporters fold constant expressions to
+            // different depths, and the node is what stays put.
+            for (pos, input) in node.input.iter().enumerate() {
+                if input.starts_with("onnx::") && !node.name.is_empty() {
+                    if let Some(&index) = self.by_name.get(input) {
+                        self.by_name.entry(format!("{}#{pos}", node.name)).or_insert(index);
+                    }
+                }
+            }
             let positions: &[(usize, &str)] = match node.op_type.as_str() {
                 "Conv" | "ConvTranspose" => &[(1, "weight"), (2, "bias")],
                 "Gather" => &[(0, "weight")],

@@ -94,7 +94,7 @@ impl Speaker {
         options.noise_scale = settings.noise_scale.unwrap_or(options.noise_scale);
         options.length_scale = settings.length_scale.unwrap_or(options.length_scale);
         options.noise_w = settings.noise_w.unwrap_or(options.noise_w);
-        options.speaker = settings.speaker;
+        options.speaker = Some(voice.speaker_id(settings.speaker.as_ref())?);
         options.seed = settings.seed;
         let espeak_voice = match voice.config().espeak.voice.as_str() {
             "" => settings.espeak_voice.clone(),

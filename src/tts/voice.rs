@@ -79,6 +79,25 @@ impl VoiceConfig {
     }
 }
 
+/// A speaker of a multi-speaker voice, as the settings name it: an id, or a name from the
+/// voice's `speaker_id_map` (a name that is not in the map but is a number is read as an id,
+/// so `"3"` works from the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SpeakerChoice {
+    Id(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for SpeakerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpeakerChoice::Id(id) => write!(f, "{id}"),
+            SpeakerChoice::Name(name) => write!(f, "{name:?}"),
+        }
+    }
+}
+
 /// How one synthesis runs. [`Voice::default_options`] gives the voice file's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SynthOptions {
@@ -88,7 +107,7 @@ pub struct SynthOptions {
     pub length_scale: f32,
     /// Variation of the phoneme durations (0: none).
     pub noise_w: f32,
-    /// Speaker id for multi-speaker voices; single-speaker voices take `None` or `Some(0)`.
+    /// Speaker id; `None` is speaker 0, as in Piper. Single-speaker voices have only 0.
     pub speaker: Option<i64>,
     /// Seeds the noise: the same seed, options and ids give the same audio.
     pub seed: u64,
@@ -112,10 +131,25 @@ pub enum VoiceError {
     UnmappableGraph { path: PathBuf, source: Box<VitsError> },
     #[error("invalid synthesis options: {0}")]
     BadOptions(String),
-    #[error("speaker {speaker} is not one of this voice's {speakers} speaker(s)")]
-    UnknownSpeaker { speaker: i64, speakers: u32 },
+    #[error("speaker {speaker} is not one of this voice's {speakers} speaker(s) (ids 0 to {}){}", speakers - 1, name_hint(known))]
+    UnknownSpeaker { speaker: String, speakers: usize, known: Vec<String> },
+    #[error("voice settings {} {what}; they do not belong to the model {}", json.display(), onnx.display())]
+    SpeakersMismatch { json: PathBuf, onnx: PathBuf, what: String },
     #[error("synthesis failed: {0}")]
     Synthesis(#[source] Box<VitsError>),
+}
+
+/// ", or a name such as a, b" for the speakers a voice names, at most a handful.
+fn name_hint(known: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if known.is_empty() {
+        return String::new();
+    }
+    let mut names = known.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+    if known.len() > SHOWN {
+        names.push_str(&format!(" and {} more", known.len() - SHOWN));
+    }
+    format!(", or a name from its speaker_id_map: {names}")
 }
 
 /// A loaded voice, ready to speak.
@@ -140,7 +174,52 @@ impl Voice {
         })?;
         let network = Vits::load(&weights, device)
             .map_err(|source| VoiceError::UnmappableGraph { path: model_path.clone(), source: Box::new(source) })?;
+        // Piper writes num_speakers 1 for single-speaker voices; a map naming ids the model
+        // lacks would only fail later, in the middle of an answer.
+        let speakers = network.speakers();
+        let mismatch = if config.num_speakers as usize != speakers {
+            Some(format!("give num_speakers {}, but the model has {speakers} speaker(s)", config.num_speakers))
+        } else {
+            let mut map: Vec<_> = config.speaker_id_map.iter().collect();
+            map.sort();
+            map.into_iter()
+                .find(|(_, id)| !(0..speakers as i64).contains(id))
+                .map(|(name, id)| format!("map speaker {name:?} to id {id}, but the model has {speakers} speaker(s)"))
+        };
+        if let Some(what) = mismatch {
+            return Err(VoiceError::SpeakersMismatch { json: onnx_json_path.into(), onnx: model_path, what });
+        }
         Ok(Voice { config, network })
+    }
+
+    /// How many speakers the voice has (1 for most Piper voices).
+    pub fn speakers(&self) -> usize {
+        self.network.speakers()
+    }
+
+    /// The id of `choice` (`None`: Piper's default, speaker 0). Names are looked up in the
+    /// voice's `speaker_id_map` first, so a voice whose speakers are named by numbers (as
+    /// LibriTTS's are) is addressed by those names.
+    pub fn speaker_id(&self, choice: Option<&SpeakerChoice>) -> Result<i64, VoiceError> {
+        let id = match choice {
+            None => return Ok(0),
+            Some(SpeakerChoice::Id(id)) => Some(*id),
+            Some(SpeakerChoice::Name(name)) => {
+                self.config.speaker_id_map.get(name).copied().or_else(|| name.trim().parse::<i64>().ok())
+            }
+        };
+        match id {
+            Some(id) if (0..self.speakers() as i64).contains(&id) => Ok(id),
+            _ => {
+                let mut known: Vec<(&String, &i64)> = self.config.speaker_id_map.iter().collect();
+                known.sort_by_key(|(_, id)| **id);
+                Err(VoiceError::UnknownSpeaker {
+                    speaker: choice.map(ToString::to_string).unwrap_or_default(),
+                    speakers: self.speakers(),
+                    known: known.into_iter().map(|(name, _)| name.clone()).collect(),
+                })
+            }
+        }
     }
 
     pub fn config(&self) -> &VoiceConfig {
@@ -169,14 +248,10 @@ impl Voice {
     /// nothing to say.
     pub fn synthesize(&self, ids: &[i64], opts: &SynthOptions) -> Result<Vec<f32>, VoiceError> {
         check_options(opts)?;
-        if let Some(speaker) = opts.speaker {
-            if speaker != 0 || self.config.num_speakers > 1 {
-                return Err(VoiceError::UnknownSpeaker { speaker, speakers: self.config.num_speakers });
-            }
-        }
+        let speaker = self.speaker_id(opts.speaker.map(SpeakerChoice::Id).as_ref())? as usize;
         let scales = Scales { noise_scale: opts.noise_scale, length_scale: opts.length_scale, noise_w: opts.noise_w };
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        self.network.synthesize(ids, scales, &mut rng).map_err(|e| VoiceError::Synthesis(Box::new(e)))
+        self.network.synthesize(ids, scales, speaker, &mut rng).map_err(|e| VoiceError::Synthesis(Box::new(e)))
     }
 }
 

@@ -91,3 +91,10 @@ pub fn write_wav_i16(path: &Path, samples: &[f32], rate: u32, channels: u16) {
     }
     w.finalize().unwrap();
 }
+
+/// Signal-to-noise ratio of `ours` against `reference`, in dB (equal lengths).
+pub fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
+    let signal: f64 = reference.iter().map(|&r| f64::from(r).powi(2)).sum();
+    let noise: f64 = reference.iter().zip(ours).map(|(&r, &o)| (f64::from(r) - f64::from(o)).powi(2)).sum();
+    10.0 * (signal / noise.max(1e-30)).log10()
+}

@@ -8,7 +8,7 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 
-use super::layers::{count_children, dim_of, split_channels, Conv1d};
+use super::layers::{add_speaker, count_children, dim_of, load_cond, split_channels, Conv1d};
 use super::norm::ChannelNorm;
 use super::spline::{rational_quadratic, Direction};
 use super::VitsError;
@@ -18,9 +18,14 @@ use crate::tts::onnx::OnnxWeights;
 /// folded literals.
 const TAIL_BOUND: f64 = 5.0;
 
+/// exp(-logs) of the last affine map, as a constant-folding exporter names it.
+const FOLDED_INV_SCALE: &str = "/dp/flows.0/Exp_output_0";
+
 #[derive(Debug, Clone)]
 pub struct DurationPredictor {
     pre: Conv1d,
+    /// Speaker conditioning added after `pre` (multi-speaker voices).
+    cond: Option<Conv1d>,
     convs: DdsConv,
     proj: Conv1d,
     /// Coupling layers in the order inference runs them (last trained first).
@@ -31,9 +36,15 @@ pub struct DurationPredictor {
 }
 
 impl DurationPredictor {
-    pub fn load(w: &OnnxWeights, hidden: usize, device: &Device) -> std::result::Result<Self, VitsError> {
+    pub fn load(
+        w: &OnnxWeights,
+        hidden: usize,
+        speaker_channels: Option<usize>,
+        device: &Device,
+    ) -> std::result::Result<Self, VitsError> {
         let filter = dim_of(w, "dp.pre.weight", 0)?;
         let pre = Conv1d::load(w, "dp.pre", hidden, filter, device)?;
+        let cond = load_cond(w, "dp.cond", speaker_channels, filter, device)?;
         let convs = DdsConv::load(w, "dp.convs", filter, device)?;
         let proj = Conv1d::load(w, "dp.proj", filter, filter, device)?;
 
@@ -53,17 +64,22 @@ impl DurationPredictor {
         let shift = w.tensor_shaped("dp.flows.0.m", &[2, 1], device)?.unsqueeze(0)?;
         let inv_scale = if w.contains("dp.flows.0.logs") {
             w.tensor_shaped("dp.flows.0.logs", &[2, 1], device)?.neg()?.exp()?
+        } else if w.contains(FOLDED_INV_SCALE) {
+            // Older exporters fold exp(-logs) into a constant named after the node that made it,
+            w.tensor_shaped(FOLDED_INV_SCALE, &[2, 1], device)?
         } else {
-            // The exporter folds exp(-logs) into a constant named after the node that made it.
-            w.tensor_shaped("/dp/flows.0/Exp_output_0", &[2, 1], device)?
+            // newer ones only -logs, which the Exp node reads.
+            w.tensor_shaped("/dp/flows.0/Exp#0", &[2, 1], device)?.exp()?
         };
-        Ok(Self { pre, convs, proj, couplings, shift, inv_scale: inv_scale.unsqueeze(0)? })
+        Ok(Self { pre, cond, convs, proj, couplings, shift, inv_scale: inv_scale.unsqueeze(0)? })
     }
 
     /// Log-durations `[1, 1, t]` for the encoder output `x` `[1, hidden, t]`, starting the
-    /// flow from `noise` `[1, 2, t]` (already scaled by `noise_w`).
-    pub fn log_durations(&self, x: &Tensor, noise: &Tensor) -> Result<Tensor> {
-        let cond = self.proj.forward(&self.convs.forward(&self.pre.forward(x)?, None)?)?;
+    /// flow from `noise` `[1, 2, t]` (already scaled by `noise_w`), for the speaker
+    /// embedding `g` in multi-speaker voices.
+    pub fn log_durations(&self, x: &Tensor, noise: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
+        let h = add_speaker(self.pre.forward(x)?, self.cond.as_ref(), g)?;
+        let cond = self.proj.forward(&self.convs.forward(&h, None)?)?;
         let mut z = noise.clone();
         for coupling in &self.couplings {
             z = coupling.reverse(&flip_pair(&z)?, &cond)?;

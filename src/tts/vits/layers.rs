@@ -214,6 +214,40 @@ pub(super) fn load_bias(
     Ok(Some(w.tensor_shaped(&name, &[channels], device)?.reshape((1, channels, 1))?))
 }
 
+/// The speaker-conditioning 1×1 convolution `module` (`dp.cond`, `dec.cond`, a WaveNet's
+/// `cond_layer`) from the voice's `speaker_channels` to `out` channels. A voice has one in
+/// each conditioned module exactly when it has speaker embeddings; anything else is a graph
+/// wick would run wrongly, so it is refused.
+pub fn load_cond(
+    w: &OnnxWeights,
+    module: &str,
+    speaker_channels: Option<usize>,
+    out: usize,
+    device: &Device,
+) -> std::result::Result<Option<Conv1d>, VitsError> {
+    match (speaker_channels, w.contains(&format!("{module}.weight"))) {
+        (Some(gin), true) => Ok(Some(Conv1d::load(w, module, gin, out, device)?)),
+        (None, false) => Ok(None),
+        (Some(_), false) => Err(VitsError::arch(
+            w,
+            format!("the voice has speaker embeddings (emb_g) but no speaker conditioning in {module}"),
+        )),
+        (None, true) => Err(VitsError::arch(
+            w,
+            format!("{module} is speaker-conditioned but the voice has no speaker embeddings (emb_g)"),
+        )),
+    }
+}
+
+/// `x + cond(g)`: the speaker's conditioning, one value per channel, added at every frame.
+/// Unconditioned modules (`cond` is `None`) and calls without a speaker pass `x` through.
+pub fn add_speaker(x: Tensor, cond: Option<&Conv1d>, g: Option<&Tensor>) -> Result<Tensor> {
+    match (cond, g) {
+        (Some(cond), Some(g)) => x.broadcast_add(&cond.forward(g)?),
+        _ => Ok(x),
+    }
+}
+
 /// Leaky ReLU for slopes in (0, 1): max(x, slope * x) takes two passes instead of four.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.maximum(&(x * slope)?)

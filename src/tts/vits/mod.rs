@@ -13,6 +13,9 @@
 //! 4. the prior flow, run backwards, maps it to the decoder's latent;
 //! 5. the HiFi-GAN decoder turns frames into samples.
 //!
+//! Multi-speaker voices carry a table of speaker embeddings (`emb_g`); the chosen speaker's
+//! row conditions the duration predictor, every layer of the flow and the decoder.
+//!
 //! Everything is Candle tensor code and runs on any Candle device. On the CPU the hot spots
 //! take wick's own kernels instead (`kernels` for the convolutions, `upsample`,
 //! `activations`, `norm`), checked against the Candle ops in their unit tests.
@@ -50,6 +53,8 @@ pub enum VitsError {
     BadId { id: i64, position: usize, symbols: usize },
     #[error("the sentence would last {frames} frames, more than the {MAX_FRAMES} wick synthesizes at once; split it or lower length_scale")]
     TooLong { frames: usize },
+    #[error("speaker {speaker} is not one of the voice's {speakers} speaker(s)")]
+    BadSpeaker { speaker: usize, speakers: usize },
     #[error("the voice network failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -82,23 +87,37 @@ pub struct Vits {
     durations: DurationPredictor,
     flow: Flow,
     decoder: Decoder,
+    /// Speaker embeddings `[speakers, channels]` of a multi-speaker voice.
+    speakers: Option<Tensor>,
     device: Device,
 }
 
 impl Vits {
     /// Builds the network from the weights of a Piper ONNX export.
     pub fn load(w: &OnnxWeights, device: &Device) -> Result<Self, VitsError> {
-        if w.contains("emb_g.weight") {
-            return Err(VitsError::arch(
-                w,
-                "the voice has several speakers (emb_g); wick runs single-speaker voices".into(),
-            ));
-        }
+        let speakers = if w.contains("emb_g.weight") {
+            let shape = w.require_shape("emb_g.weight")?;
+            if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+                return Err(VitsError::arch(
+                    w,
+                    format!("emb_g.weight has shape {shape:?}, expected [speakers, channels]"),
+                ));
+            }
+            Some(w.tensor("emb_g.weight", device)?)
+        } else {
+            None
+        };
+        let gin = speakers.as_ref().map(|e| e.dim(1)).transpose()?;
         let encoder = TextEncoder::load(w, device)?;
-        let durations = DurationPredictor::load(w, encoder.hidden_channels(), device)?;
-        let flow = Flow::load(w, encoder.latent_channels(), device)?;
-        let decoder = Decoder::load(w, encoder.latent_channels(), device)?;
-        Ok(Self { encoder, durations, flow, decoder, device: device.clone() })
+        let durations = DurationPredictor::load(w, encoder.hidden_channels(), gin, device)?;
+        let flow = Flow::load(w, encoder.latent_channels(), gin, device)?;
+        let decoder = Decoder::load(w, encoder.latent_channels(), gin, device)?;
+        Ok(Self { encoder, durations, flow, decoder, speakers, device: device.clone() })
+    }
+
+    /// How many speakers the voice has (1 for a single-speaker voice).
+    pub fn speakers(&self) -> usize {
+        self.speakers.as_ref().map_or(1, |e| e.dims()[0])
     }
 
     /// Output samples per latent frame (256 for Piper's 22.05 kHz voices).
@@ -106,12 +125,28 @@ impl Vits {
         self.decoder.hop()
     }
 
-    /// Audio samples for one sentence of phoneme ids. Noise comes from `rng` only when its
-    /// scale is not zero, so zero scales give the same audio whatever the generator.
-    pub fn synthesize(&self, ids: &[i64], scales: Scales, rng: &mut impl Rng) -> Result<Vec<f32>, VitsError> {
+    /// Audio samples for one sentence of phoneme ids, spoken by `speaker` (0 for a
+    /// single-speaker voice). Noise comes from `rng` only when its scale is not zero, so zero
+    /// scales give the same audio whatever the generator.
+    pub fn synthesize(
+        &self,
+        ids: &[i64],
+        scales: Scales,
+        speaker: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<f32>, VitsError> {
+        if speaker >= self.speakers() {
+            return Err(VitsError::BadSpeaker { speaker, speakers: self.speakers() });
+        }
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // The speaker's embedding as a one-frame signal `[1, channels, 1]`.
+        let g = match &self.speakers {
+            Some(table) => Some(table.narrow(0, speaker, 1)?.unsqueeze(2)?),
+            None => None,
+        };
+        let g = g.as_ref();
         let symbols = self.encoder.symbols();
         let ids = ids
             .iter()
@@ -126,7 +161,7 @@ impl Vits {
 
         let enc = self.encoder.forward(&ids)?;
         let noise = gaussian(rng, (1, 2, t), scales.noise_w, &self.device)?;
-        let log_w = self.durations.log_durations(&enc.hidden, &noise)?;
+        let log_w = self.durations.log_durations(&enc.hidden, &noise, g)?;
         let frames = (log_w.exp()? * f64::from(scales.length_scale))?.ceil()?.flatten_all()?.to_vec1::<f32>()?;
 
         let total: f64 = frames.iter().map(|&n| f64::from(n.max(0.0))).sum();
@@ -149,8 +184,8 @@ impl Vits {
             let noise = gaussian(rng, mean.shape().dims3()?, scales.noise_scale, &self.device)?;
             (mean + (noise * log_std.exp()?)?)?
         };
-        let z = self.flow.reverse(&z)?;
-        let audio = self.decoder.forward(&z)?;
+        let z = self.flow.reverse(&z, g)?;
+        let audio = self.decoder.forward(&z, g)?;
         Ok(audio.flatten_all()?.to_vec1::<f32>()?)
     }
 }
