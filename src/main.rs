@@ -155,7 +155,7 @@ struct SayArgs {
     output: PathBuf,
     #[command(flatten)]
     voice: VoiceArgs,
-    /// Print {"phonemes","phoneme_ids","samples","sample_rate","synth_s","first_chunk_s","voice"}.
+    /// Print {"phonemes","phoneme_ids","samples","sample_rate","synth_s","first_chunk_s","voice","speaker"}.
     #[arg(long)]
     json: bool,
 }
@@ -816,6 +816,7 @@ fn say(ctx: &Context_, args: SayArgs) -> Result<ExitCode> {
             "synth_s": round3(synth_s),
             "first_chunk_s": first_chunk_s.map(round3),
             "voice": speaker.engine_name(),
+            "speaker": speaker.speaker_id(),
         });
         println!("{v}");
     } else if audio.is_empty() {

@@ -193,9 +193,28 @@ fn say_speaks_the_chosen_speaker_and_refuses_an_unknown_one() {
     assert!(status.status.success(), "{stderr}");
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(json["voice"], "piper", "{stderr}");
+    assert_eq!(json["speaker"], 3);
     assert_eq!(json["samples"], case["samples"], "speaker zed (id 3) speaks as Piper's speaker 3");
 
     let (status, _, stderr) = say("9");
     assert!(!status.status.success());
     assert!(stderr.contains("speaker \"9\"") && stderr.contains("4 speaker(s)"), "{stderr}");
+}
+
+#[test]
+fn doctor_checks_the_configured_speaker_against_the_voice() {
+    let doctor = |speaker: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("wick.toml");
+        let voice = voice_json(MULTI);
+        std::fs::write(&config, format!("[tts]\nvoice = {:?}\nspeaker = {speaker}\n", voice.display().to_string()))
+            .unwrap();
+        let (_, stdout, _) = common::run(common::wick().arg("--config").arg(&config).args(["doctor"]));
+        stdout
+    };
+    let good = doctor("\"p239\"");
+    assert!(good.lines().any(|l| l.starts_with("ok") && l.contains("speaker 2 of the voice's 4")), "{good}");
+    let bad = doctor("\"p240\"");
+    let line = bad.lines().find(|l| l.contains("tts.speaker")).unwrap_or_else(|| panic!("{bad}"));
+    assert!(line.starts_with("WARN") && line.contains("\"p240\"") && line.contains("p239"), "{bad}");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{ButtonKind, Config};
+use crate::tts::voice::{settings_path, VoiceConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +67,7 @@ pub fn run(config: &Config, models: &ModelPaths) -> Report {
     // Opening the CUDA device costs a context: once, for both checks that need it.
     let on_gpu = gpu(&mut r);
     model_files(&mut r, models);
+    voice_speaker(&mut r, config, models);
     memory(&mut r, config, models, on_gpu);
     r
 }
@@ -217,6 +219,32 @@ fn gpu(r: &mut Report) -> bool {
             Some("build with `cargo build --release --features cuda` on a machine with the CUDA toolkit".into()),
         );
         false
+    }
+}
+
+/// The voice's speakers, and whether `tts.speaker` is one of them: a wrong one would leave
+/// the appliance speaking with espeak-ng.
+fn voice_speaker(r: &mut Report, config: &Config, m: &ModelPaths) {
+    let Ok(path) = &m.tts else { return };
+    let voice = match VoiceConfig::read(&settings_path(path)) {
+        Ok(v) => v,
+        Err(e) => {
+            let fix = format!("run `wick models pull --set {}`, or point tts.voice at a Piper .onnx.json", m.set);
+            return r.add("models", Level::Warn, format!("tts: {e}"), Some(fix));
+        }
+    };
+    let speakers = voice.num_speakers.max(1) as usize;
+    match voice.speaker_id(config.tts.speaker.as_ref(), speakers) {
+        Ok(id) if speakers > 1 => {
+            r.add("models", Level::Ok, format!("tts: speaker {id} of the voice's {speakers}"), None)
+        }
+        Ok(_) => {}
+        Err(e) => r.add(
+            "models",
+            Level::Warn,
+            format!("tts.speaker: {e}"),
+            Some("fix tts.speaker in wick.toml; until then wick speaks with espeak-ng".into()),
+        ),
     }
 }
 

@@ -2,7 +2,7 @@
 //! none is configured or it cannot be loaded (the reason is logged and kept, so `doctor` and
 //! `say --json` can show it). Text goes in a chunk at a time; phonemes, ids and audio come out.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 
@@ -82,14 +82,7 @@ impl Speaker {
     /// Loads a neural voice (`.onnx.json`, or the `.onnx` beside it) with `settings`' overrides
     /// of its inference settings, or fails.
     pub fn neural(path: &Path, settings: &TtsConfig, device: &Device) -> Result<Self, SpeakError> {
-        let json = if path.extension().is_some_and(|e| e == "onnx") {
-            let mut p = path.as_os_str().to_owned();
-            p.push(".json");
-            PathBuf::from(p)
-        } else {
-            path.to_path_buf()
-        };
-        let voice = Voice::load(&json, device)?;
+        let voice = Voice::load(&super::voice::settings_path(path), device)?;
         let mut options = voice.default_options();
         options.noise_scale = settings.noise_scale.unwrap_or(options.noise_scale);
         options.length_scale = settings.length_scale.unwrap_or(options.length_scale);
@@ -117,6 +110,14 @@ impl Speaker {
         match self.engine {
             Engine::Neural { .. } => "piper",
             Engine::Espeak => "espeak-ng",
+        }
+    }
+
+    /// The neural voice's speaker id (`None` with the espeak-ng fallback).
+    pub fn speaker_id(&self) -> Option<i64> {
+        match &self.engine {
+            Engine::Neural { options, .. } => options.speaker,
+            Engine::Espeak => None,
         }
     }
 

@@ -77,6 +77,31 @@ impl VoiceConfig {
             std::fs::read_to_string(path).map_err(|source| VoiceError::ReadConfig { path: path.into(), source })?;
         serde_json::from_str(&text).map_err(|source| VoiceError::BadConfig { path: path.into(), source })
     }
+
+    /// The id of `choice` among `speakers` (`None`: Piper's default, speaker 0). Names are
+    /// looked up in `speaker_id_map` first, so a voice whose speakers are named by numbers
+    /// (as LibriTTS's are) is addressed by those names.
+    pub fn speaker_id(&self, choice: Option<&SpeakerChoice>, speakers: usize) -> Result<i64, VoiceError> {
+        let id = match choice {
+            None => return Ok(0),
+            Some(SpeakerChoice::Id(id)) => Some(*id),
+            Some(SpeakerChoice::Name(name)) => {
+                self.speaker_id_map.get(name).copied().or_else(|| name.trim().parse::<i64>().ok())
+            }
+        };
+        match id {
+            Some(id) if (0..speakers as i64).contains(&id) => Ok(id),
+            _ => {
+                let mut known: Vec<(&String, &i64)> = self.speaker_id_map.iter().collect();
+                known.sort_by_key(|(_, id)| **id);
+                Err(VoiceError::UnknownSpeaker {
+                    speaker: choice.map(ToString::to_string).unwrap_or_default(),
+                    speakers,
+                    known: known.into_iter().map(|(name, _)| name.clone()).collect(),
+                })
+            }
+        }
+    }
 }
 
 /// A speaker of a multi-speaker voice, as the settings name it: an id, or a name from the
@@ -197,29 +222,10 @@ impl Voice {
         self.network.speakers()
     }
 
-    /// The id of `choice` (`None`: Piper's default, speaker 0). Names are looked up in the
-    /// voice's `speaker_id_map` first, so a voice whose speakers are named by numbers (as
-    /// LibriTTS's are) is addressed by those names.
+    /// The id of `choice` (`None`: Piper's default, speaker 0); see
+    /// [`VoiceConfig::speaker_id`].
     pub fn speaker_id(&self, choice: Option<&SpeakerChoice>) -> Result<i64, VoiceError> {
-        let id = match choice {
-            None => return Ok(0),
-            Some(SpeakerChoice::Id(id)) => Some(*id),
-            Some(SpeakerChoice::Name(name)) => {
-                self.config.speaker_id_map.get(name).copied().or_else(|| name.trim().parse::<i64>().ok())
-            }
-        };
-        match id {
-            Some(id) if (0..self.speakers() as i64).contains(&id) => Ok(id),
-            _ => {
-                let mut known: Vec<(&String, &i64)> = self.config.speaker_id_map.iter().collect();
-                known.sort_by_key(|(_, id)| **id);
-                Err(VoiceError::UnknownSpeaker {
-                    speaker: choice.map(ToString::to_string).unwrap_or_default(),
-                    speakers: self.speakers(),
-                    known: known.into_iter().map(|(name, _)| name.clone()).collect(),
-                })
-            }
-        }
+        self.config.speaker_id(choice, self.speakers())
     }
 
     pub fn config(&self) -> &VoiceConfig {
@@ -252,6 +258,17 @@ impl Voice {
         let scales = Scales { noise_scale: opts.noise_scale, length_scale: opts.length_scale, noise_w: opts.noise_w };
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         self.network.synthesize(ids, scales, speaker, &mut rng).map_err(|e| VoiceError::Synthesis(Box::new(e)))
+    }
+}
+
+/// The `.onnx.json` of a voice named by either of its files (`x.onnx` -> `x.onnx.json`).
+pub fn settings_path(voice: &Path) -> PathBuf {
+    if voice.extension().is_some_and(|e| e == "onnx") {
+        let mut p = voice.as_os_str().to_owned();
+        p.push(".json");
+        PathBuf::from(p)
+    } else {
+        voice.to_path_buf()
     }
 }
 
