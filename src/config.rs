@@ -513,6 +513,16 @@ mod tests {
     }
 
     #[test]
+    fn a_speaker_is_an_id_or_a_name() {
+        use crate::tts::voice::SpeakerChoice;
+        assert_eq!(parse("[tts]\nspeaker = 3\n").unwrap().tts.speaker, Some(SpeakerChoice::Id(3)));
+        assert_eq!(parse("[tts]\nspeaker = \"p239\"\n").unwrap().tts.speaker, Some(SpeakerChoice::Name("p239".into())));
+        assert_eq!(parse("").unwrap().tts.speaker, None);
+        let e = parse("[tts]\nspeaker = 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("speaker"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = parse("[stt]\nlanguag = \"en\"\n").unwrap_err().to_string();
         assert!(e.contains("languag") && e.contains("wick.toml"), "{e}");
