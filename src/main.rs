@@ -124,13 +124,13 @@ struct VoiceArgs {
     #[arg(long, value_name = "ONNX")]
     voice: Option<PathBuf>,
     /// Voice variation (0: none); default: tts.noise_scale, else the voice file's.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     noise_scale: Option<f32>,
     /// Duration variation (0: none); default: tts.noise_w, else the voice file's.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     noise_w: Option<f32>,
     /// Speaking time multiplier (above 1 is slower); default: tts.length_scale, else the voice file's.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     length_scale: Option<f32>,
     /// Speaker of a multi-speaker voice: an id, or a name from its speaker_id_map; default:
     /// tts.speaker, else speaker 0.

@@ -128,6 +128,19 @@ fn a_broken_voice_falls_back_to_espeak_and_says_why() {
 }
 
 #[test]
+fn a_scale_the_voice_cannot_honour_falls_back_to_espeak_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slow.wav");
+    let (o, stdout, stderr) =
+        run(wick().args(["say", "Hello there.", "--json", "--length-scale", "-1", "-o"]).arg(&out));
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("length_scale") && stderr.contains("espeak-ng"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["voice"], "espeak-ng", "{v}");
+    assert!(v["samples"].as_u64().unwrap() > 5000, "the fallback said nothing: {v}");
+}
+
+#[test]
 fn bench_tts_reports_real_time_factor_and_first_chunk() {
     let (o, stdout, stderr) = run(wick().args(["bench", "tts", "--json"]));
     assert!(o.status.success(), "{stderr}");

@@ -89,6 +89,9 @@ impl Speaker {
         options.noise_w = settings.noise_w.unwrap_or(options.noise_w);
         options.speaker = Some(voice.speaker_id(settings.speaker.as_ref())?);
         options.seed = settings.seed;
+        // Checked here, not only per sentence: a bad override would otherwise silence every
+        // answer instead of falling back with the reason.
+        super::voice::check_options(&options)?;
         let espeak_voice = match voice.config().espeak.voice.as_str() {
             "" => settings.espeak_voice.clone(),
             v => v.to_string(),

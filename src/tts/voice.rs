@@ -281,7 +281,8 @@ fn model_path(onnx_json_path: &Path) -> Result<PathBuf, VoiceError> {
     }
 }
 
-fn check_options(o: &SynthOptions) -> Result<(), VoiceError> {
+/// Refuses scales the network cannot honour, naming the setting.
+pub fn check_options(o: &SynthOptions) -> Result<(), VoiceError> {
     let bad = |what: &str, v: f32| Err(VoiceError::BadOptions(format!("{what}, not {v}")));
     if !(o.length_scale.is_finite() && o.length_scale > 0.0) {
         return bad("length_scale must be a positive number", o.length_scale);
