@@ -156,7 +156,7 @@ pub enum VoiceError {
     UnmappableGraph { path: PathBuf, source: Box<VitsError> },
     #[error("invalid synthesis options: {0}")]
     BadOptions(String),
-    #[error("speaker {speaker} is not one of this voice's {speakers} speaker(s) (ids 0 to {}){}", speakers - 1, name_hint(known))]
+    #[error("speaker {speaker} is not one of this voice's {speakers} speaker(s) (ids 0 to {}){}", speakers.saturating_sub(1), name_hint(known))]
     UnknownSpeaker { speaker: String, speakers: usize, known: Vec<String> },
     #[error("voice settings {} {what}; they do not belong to the model {}", json.display(), onnx.display())]
     SpeakersMismatch { json: PathBuf, onnx: PathBuf, what: String },
@@ -164,7 +164,8 @@ pub enum VoiceError {
     Synthesis(#[source] Box<VitsError>),
 }
 
-/// ", or a name such as a, b" for the speakers a voice names, at most a handful.
+/// ", or a name from its speaker_id_map: a, b, ..." for a voice that names its speakers,
+/// listing a handful.
 fn name_hint(known: &[String]) -> String {
     const SHOWN: usize = 5;
     if known.is_empty() {
