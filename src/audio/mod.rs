@@ -11,8 +11,8 @@ mod resample;
 mod wav;
 
 pub use devices::{CardInfo, PcmHint};
-pub use pcm::{Capture, Direction, PcmError, PcmFormat, Playback};
-pub use reopen::{Backoff, DeviceState, PcmDevice, Reopening, ReopeningCapture, ReopeningPlayback};
+pub use pcm::{Capture, CaptureKind, Direction, PcmError, PcmFormat, Playback, PlaybackKind, Stream, StreamKind};
+pub use reopen::{Backoff, DeviceState, Reopening, ReopeningCapture, ReopeningPlayback};
 pub use resample::resample;
 pub use wav::{read_wav_mono, write_wav_mono_f32, write_wav_mono_i16, AudioError, MonoAudio};
 

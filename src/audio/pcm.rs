@@ -449,17 +449,42 @@ impl Device {
     }
 }
 
-/// A capture device delivering one period of mono audio per [`Capture::read`].
-pub struct Capture {
-    dev: Device,
-    raw: Vec<u8>,
+/// Which way a [`Stream`] moves audio. A type, so that capture and playback share one stream
+/// type (opening, format, xrun count) while each has only its own transfers.
+pub trait StreamKind {
+    const DIRECTION: Direction;
 }
 
-impl Capture {
-    pub fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Capture, PcmError> {
-        let dev = Device::open(cfg, audio, Direction::Capture)?;
+/// Marks a [`Capture`] stream.
+pub enum CaptureKind {}
+/// Marks a [`Playback`] stream.
+pub enum PlaybackKind {}
+
+impl StreamKind for CaptureKind {
+    const DIRECTION: Direction = Direction::Capture;
+}
+
+impl StreamKind for PlaybackKind {
+    const DIRECTION: Direction = Direction::Playback;
+}
+
+/// An open device and its one-period transfer buffer.
+pub struct Stream<K: StreamKind> {
+    dev: Device,
+    raw: Vec<u8>,
+    kind: std::marker::PhantomData<K>,
+}
+
+/// A capture device delivering one period of mono audio per [`Capture::read`].
+pub type Capture = Stream<CaptureKind>;
+/// A playback device taking mono audio of any length per [`Playback::write`].
+pub type Playback = Stream<PlaybackKind>;
+
+impl<K: StreamKind> Stream<K> {
+    pub fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Self, PcmError> {
+        let dev = Device::open(cfg, audio, K::DIRECTION)?;
         let raw = vec![0u8; dev.format.period_bytes()];
-        Ok(Capture { dev, raw })
+        Ok(Stream { dev, raw, kind: std::marker::PhantomData })
     }
 
     pub fn format(&self) -> PcmFormat {
@@ -470,11 +495,14 @@ impl Capture {
         &self.dev.name
     }
 
-    /// Overruns and suspends recovered since the device was opened.
+    /// Overruns (capture) or underruns (playback) and suspends recovered since the device was
+    /// opened.
     pub fn xruns(&self) -> u64 {
         self.dev.xruns
     }
+}
 
+impl Capture {
     /// Blocks until one period has been captured, and appends it to `out` as mono samples in
     /// [-1, 1] at the device's rate (`format().period_frames` of them).
     pub fn read(&mut self, out: &mut Vec<f32>) -> Result<(), PcmError> {
@@ -497,32 +525,7 @@ impl Capture {
     }
 }
 
-/// A playback device taking mono audio of any length per [`Playback::write`].
-pub struct Playback {
-    dev: Device,
-    raw: Vec<u8>,
-}
-
 impl Playback {
-    pub fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Playback, PcmError> {
-        let dev = Device::open(cfg, audio, Direction::Playback)?;
-        let raw = vec![0u8; dev.format.period_bytes()];
-        Ok(Playback { dev, raw })
-    }
-
-    pub fn format(&self) -> PcmFormat {
-        self.dev.format
-    }
-
-    pub fn device(&self) -> &str {
-        &self.dev.name
-    }
-
-    /// Underruns and suspends recovered since the device was opened.
-    pub fn xruns(&self) -> u64 {
-        self.dev.xruns
-    }
-
     /// Queues `mono` (at the device's rate), blocking while the device buffer is full. Send about
     /// one period per call to be able to stop between periods. Playback starts once two periods
     /// are queued; call [`Playback::drain`] after the last samples so a short tail plays too.

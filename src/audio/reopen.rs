@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::pcm::{Capture, Direction, PcmError, PcmFormat, Playback};
+use super::pcm::{CaptureKind, PcmError, PcmFormat, Playback, PlaybackKind, Stream, StreamKind};
 use crate::config::{AudioConfig, PcmConfig};
 
 /// Delay before the first retry: short enough that a replugged device is back almost at once.
@@ -82,45 +82,11 @@ pub enum DeviceState {
     },
 }
 
-/// A device that [`Reopening`] can open again: [`Capture`] and [`Playback`].
-pub trait PcmDevice: Sized {
-    const DIRECTION: Direction;
-    fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Self, PcmError>;
-    fn format(&self) -> PcmFormat;
-    fn xruns(&self) -> u64;
-}
-
-impl PcmDevice for Capture {
-    const DIRECTION: Direction = Direction::Capture;
-    fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Self, PcmError> {
-        Capture::open(cfg, audio)
-    }
-    fn format(&self) -> PcmFormat {
-        Capture::format(self)
-    }
-    fn xruns(&self) -> u64 {
-        Capture::xruns(self)
-    }
-}
-
-impl PcmDevice for Playback {
-    const DIRECTION: Direction = Direction::Playback;
-    fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Self, PcmError> {
-        Playback::open(cfg, audio)
-    }
-    fn format(&self) -> PcmFormat {
-        Playback::format(self)
-    }
-    fn xruns(&self) -> u64 {
-        Playback::xruns(self)
-    }
-}
-
 /// A device that is opened again, with [`Backoff`], whenever it is missing or goes away.
-pub struct Reopening<D: PcmDevice> {
+pub struct Reopening<K: StreamKind> {
     cfg: PcmConfig,
     audio: AudioConfig,
-    device: Option<D>,
+    device: Option<Stream<K>>,
     backoff: Backoff,
     state: Arc<Mutex<DeviceState>>,
     /// Open attempts that failed since the device was last open.
@@ -132,12 +98,12 @@ pub struct Reopening<D: PcmDevice> {
     past_xruns: u64,
 }
 
-pub type ReopeningCapture = Reopening<Capture>;
-pub type ReopeningPlayback = Reopening<Playback>;
+pub type ReopeningCapture = Reopening<CaptureKind>;
+pub type ReopeningPlayback = Reopening<PlaybackKind>;
 
-impl<D: PcmDevice> Reopening<D> {
+impl<K: StreamKind> Reopening<K> {
     /// Tries to open the device now; a failure is logged and retried later, never returned.
-    pub fn new(cfg: &PcmConfig, audio: &AudioConfig) -> Reopening<D> {
+    pub fn new(cfg: &PcmConfig, audio: &AudioConfig) -> Reopening<K> {
         let mut r = Reopening {
             cfg: cfg.clone(),
             audio: audio.clone(),
@@ -160,7 +126,7 @@ impl<D: PcmDevice> Reopening<D> {
 
     /// The agreed format while the device is open.
     pub fn format(&self) -> Option<PcmFormat> {
-        self.device.as_ref().map(D::format)
+        self.device.as_ref().map(Stream::format)
     }
 
     pub fn is_open(&self) -> bool {
@@ -174,7 +140,7 @@ impl<D: PcmDevice> Reopening<D> {
 
     /// Xruns recovered over every device opened so far.
     pub fn xruns(&self) -> u64 {
-        self.past_xruns + self.device.as_ref().map_or(0, D::xruns)
+        self.past_xruns + self.device.as_ref().map_or(0, Stream::xruns)
     }
 
     fn set_state(&self, state: DeviceState) {
@@ -202,9 +168,9 @@ impl<D: PcmDevice> Reopening<D> {
     }
 
     fn try_open(&mut self) -> bool {
-        let direction = D::DIRECTION;
+        let direction = K::DIRECTION;
         let name = &self.cfg.device;
-        match D::open(&self.cfg, &self.audio) {
+        match Stream::<K>::open(&self.cfg, &self.audio) {
             Ok(device) => {
                 let format = device.format();
                 if self.was_open || self.attempts > 0 {
@@ -266,7 +232,7 @@ impl<D: PcmDevice> Reopening<D> {
     }
 }
 
-impl Reopening<Capture> {
+impl ReopeningCapture {
     /// Ok(true): one period appended to `out`. Ok(false): no device; returned within about
     /// 100 ms, after an attempt to reopen it if one was due.
     pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, PcmError> {
@@ -281,7 +247,7 @@ impl Reopening<Capture> {
     }
 }
 
-impl Reopening<Playback> {
+impl ReopeningPlayback {
     /// Ok(true): `mono` was queued. Ok(false): no device, `mono` was dropped. Does not wait for a
     /// missing device (there is nothing to pace), but reopens it when the backoff allows.
     pub fn write(&mut self, mono: &[f32]) -> Result<bool, PcmError> {
