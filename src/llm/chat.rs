@@ -76,9 +76,20 @@ impl ChatTemplate {
         }
     }
 
-    /// The whole prompt for `messages` (role, content) followed by the assistant prompt.
-    pub fn render(self, messages: &[(&str, &str)]) -> String {
+    /// The start of every prompt: the begin marker, then the system message unless `system`
+    /// is empty. The engine prefills exactly this before the first turn.
+    pub fn opening(self, system: &str) -> String {
         let mut s = self.begin().to_string();
+        if !system.is_empty() {
+            s.push_str(&self.message("system", system));
+        }
+        s
+    }
+
+    /// The whole prompt: the opening for `system`, `messages` (role, content), and the
+    /// assistant prompt.
+    pub fn render(self, system: &str, messages: &[(&str, &str)]) -> String {
+        let mut s = self.opening(system);
         for (role, content) in messages {
             s.push_str(&self.message(role, content));
         }
@@ -93,7 +104,7 @@ mod tests {
 
     #[test]
     fn chatml_renders_like_the_reference() {
-        let text = ChatTemplate::ChatMl.render(&[("system", "Be brief."), ("user", "Hi?")]);
+        let text = ChatTemplate::ChatMl.render("Be brief.", &[("user", "Hi?")]);
         assert_eq!(
             text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
@@ -102,7 +113,7 @@ mod tests {
 
     #[test]
     fn llama3_renders_headers() {
-        let text = ChatTemplate::Llama3.render(&[("system", "S"), ("user", "U")]);
+        let text = ChatTemplate::Llama3.render("S", &[("user", "U")]);
         assert_eq!(
             text,
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>\

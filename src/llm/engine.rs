@@ -130,15 +130,12 @@ impl Engine {
     /// The whole conversation plus `user`, rendered and tokenized.
     fn full_prompt(&self, conv: &Conversation, skip_turns: usize, user: &str) -> Result<Vec<u32>, LlmError> {
         let mut messages: Vec<(&str, &str)> = Vec::new();
-        if !conv.system.is_empty() {
-            messages.push(("system", &conv.system));
-        }
         for (u, a) in &conv.turns[skip_turns..] {
             messages.push(("user", u));
             messages.push(("assistant", a));
         }
         messages.push(("user", user));
-        self.encode(&self.template.render(&messages))
+        self.encode(&self.template.render(&conv.system, &messages))
     }
 
     /// Runs the conversation's opening (the system prompt) through the model now, so that the
@@ -149,11 +146,7 @@ impl Engine {
         if !conv.turns.is_empty() || !conv.cached.is_empty() {
             return Ok(0);
         }
-        let mut text = self.template.begin().to_string();
-        if !conv.system.is_empty() {
-            text.push_str(&self.template.message("system", &conv.system));
-        }
-        let ids = self.encode(&text)?;
+        let ids = self.encode(&self.template.opening(&conv.system))?;
         if ids.is_empty() || ids.len() >= self.model.max_context() {
             return Ok(0);
         }
