@@ -203,17 +203,23 @@ fn say_speaks_the_chosen_speaker_and_refuses_an_unknown_one() {
 
 #[test]
 fn doctor_checks_the_configured_speaker_against_the_voice() {
-    let doctor = |speaker: &str| {
+    let doctor_with = |voice: &Path, speaker: &str| {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("wick.toml");
-        let voice = voice_json(MULTI);
         std::fs::write(&config, format!("[tts]\nvoice = {:?}\nspeaker = {speaker}\n", voice.display().to_string()))
             .unwrap();
         let (_, stdout, _) = common::run(common::wick().arg("--config").arg(&config).args(["doctor"]));
         stdout
     };
+    let doctor = |speaker: &str| doctor_with(&voice_json(MULTI), speaker);
     let good = doctor("\"p239\"");
     assert!(good.lines().any(|l| l.starts_with("ok") && l.contains("speaker 2 of the voice's 4")), "{good}");
+    // tts.voice may name the .onnx instead of its .onnx.json: the same voice, the same weights.
+    let by_onnx = doctor_with(&reference_dir().0.join(format!("{MULTI}.onnx")), "\"p239\"");
+    for report in [&good, &by_onnx] {
+        assert!(report.contains("voice weights 77 MB"), "{report}");
+    }
+    assert!(by_onnx.contains("speaker 2 of the voice's 4"), "{by_onnx}");
     let bad = doctor("\"p240\"");
     let line = bad.lines().find(|l| l.contains("tts.speaker")).unwrap_or_else(|| panic!("{bad}"));
     assert!(line.starts_with("WARN") && line.contains("\"p240\"") && line.contains("p239"), "{bad}");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{ButtonKind, Config};
-use crate::tts::voice::{settings_path, VoiceConfig};
+use crate::tts::voice::{model_path, settings_path, VoiceConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -315,8 +315,9 @@ fn memory(r: &mut Report, config: &Config, m: &ModelPaths, on_gpu: bool) {
             Err(e) => r.add("memory", Level::Warn, format!("cannot read the LLM's shape for the KV cache: {e}"), None),
         }
     }
-    if let Ok(json) = &m.tts {
-        let onnx = json.with_extension("");
+    if let Ok(voice) = &m.tts {
+        // tts.voice may name either file; the weights are the .onnx.
+        let onnx = model_path(&settings_path(voice)).unwrap_or_default();
         parts.push(("voice weights".into(), file_size(&onnx)));
     }
     let total: u64 = parts.iter().map(|p| p.1).sum();

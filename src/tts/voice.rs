@@ -274,7 +274,7 @@ pub fn settings_path(voice: &Path) -> PathBuf {
 }
 
 /// `x.onnx.json` -> `x.onnx`.
-fn model_path(onnx_json_path: &Path) -> Result<PathBuf, VoiceError> {
+pub fn model_path(onnx_json_path: &Path) -> Result<PathBuf, VoiceError> {
     let name = onnx_json_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     match name.strip_suffix(".json") {
         Some(stem) if stem.ends_with(".onnx") => Ok(onnx_json_path.with_file_name(stem)),
