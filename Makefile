@@ -9,8 +9,23 @@ ifndef SHARED
 SHARED := $(shell d="$(CURDIR)/../shared"; o=$$(git -C "$(CURDIR)" remote get-url origin 2>/dev/null); \
             if [ ! -d "$$d" ] && [ -d "$$o/../shared" ]; then d=$$(cd "$$o/../shared" && pwd); fi; echo "$$d")
 endif
-MODELS_DIR ?= $(CURDIR)/target/test-models
-WICK       := $(CURDIR)/target/release/wick
+
+# Heavy one-time test artifacts live outside the checkout, each in a directory named by a hash
+# of its inputs: every clone on the machine shares them, and a change of inputs makes new ones.
+# `make clean-cache` removes them all.
+WICK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/wick
+# hash FILES[,WORDS]: sha256 of each file's contents ("missing" when absent), then of WORDS;
+# the first 16 hex digits.
+hash = $(shell { for f in $(1); do if [ -f "$$f" ]; then sha256sum <"$$f"; else echo missing; fi; done; \
+                 echo "$(2)"; } | sha256sum | cut -c1-16)
+
+# The `test` model set, as pinned by the manifest (`wick models pull` checks every file
+# against it, and replaces files only by rename).
+ifndef MODELS_DIR
+MODELS_DIR := $(WICK_CACHE)/test-models-$(call hash,models/manifest.toml)
+endif
+# cargo's target directory: CARGO_TARGET_DIR when set (.ci/run sets it), else ./target.
+WICK       := $(abspath $(or $(CARGO_TARGET_DIR),$(CURDIR)/target))/release/wick
 DEMO_CLIP  ?= $(SHARED)/speech/dev/ps_librivox_ss01_0870.wav
 
 # Debian/Ubuntu packages the build, the model fetcher, the voice (espeak-ng) and sound (ALSA) need.
@@ -18,14 +33,27 @@ APT_PACKAGES := build-essential pkg-config python3 python3-pip python3-venv ca-c
 
 # Synthetic multi-speaker and "high" Piper voices with onnxruntime's audio for them, made by
 # Piper's own training code (tools/piper_reference): no such voice can be fetched from the
-# registries CI reaches, and the parity tests need one.
-PIPER_REF  ?= $(CURDIR)/target/piper-reference
+# registries CI reaches, and the parity tests need one. Named by a hash of the generator, its
+# pins, the joe voice config it imitates (by its pin in the manifest, so the name is known
+# before the pull) and the shared reference ids.
+PIPER_TOOL := tools/piper_reference
+JOE_JSON   := test/tts/en_US-joe-medium.onnx.json
+PIPER_IDS  := $(SHARED)/reference/tts/reference.json
+JOE_PIN    := $(shell awk '/^path = "$(notdir $(JOE_JSON))"/ {f = 1} f && /^sha256 = / {gsub(/"/, "", $$3); print $$3; exit}' models/manifest.toml)
+ifndef PIPER_REF
+PIPER_REF  := $(WICK_CACHE)/piper-reference-$(call hash,$(PIPER_TOOL)/build.sh $(PIPER_TOOL)/synthetic_voices.py \
+                $(PIPER_TOOL)/requirements.txt $(PIPER_IDS),$(JOE_PIN))
+endif
+# Its venv (torch, onnx, onnxruntime), named by the pins and the python3 it is made with.
+# Expanded only when used, after `deps` may have installed python3.
+PYTHON_ID   = $(shell python3 -c 'import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))' 2>/dev/null)
+PIPER_VENV ?= $(WICK_CACHE)/piper-venv-$(call hash,$(PIPER_TOOL)/requirements.txt,$(PYTHON_ID))
 
 export WICK_TEST_MODELS     := $(MODELS_DIR)
 export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
-.PHONY: all build deps models demo test clean-models piper-reference
+.PHONY: all build deps models demo test clean-models clean-cache piper-reference
 
 all: build
 
@@ -63,11 +91,15 @@ demo: models
 	$(WICK) --models-dir $(MODELS_DIR) ask $(DEMO_CLIP) -o reply.wav
 	@echo "== the spoken answer is in reply.wav (play it with: aplay reply.wav)"
 
-# Rebuilt when the generator or its pins change; about 5.5 GB of Python packages the first time.
+# Built only when no directory of this name exists, i.e. when an input changed; about 5.5 GB of
+# Python packages the first time (the venv is shared while the pins and python3 stay the same).
+# target/piper-reference links to it for a plain `cargo test` (the tests' default).
 piper-reference: $(PIPER_REF)/manifest.json
+	@[ "$(abspath $(PIPER_REF))" = "$(CURDIR)/target/piper-reference" ] || \
+	  { mkdir -p target && rm -rf target/piper-reference && ln -s $(abspath $(PIPER_REF)) target/piper-reference; }
 
-$(PIPER_REF)/manifest.json: tools/piper_reference/build.sh tools/piper_reference/synthetic_voices.py tools/piper_reference/requirements.txt | models
-	tools/piper_reference/build.sh $(PIPER_REF) $(MODELS_DIR)/test/tts/en_US-joe-medium.onnx.json $(SHARED)/reference/tts/reference.json
+$(PIPER_REF)/manifest.json: | models
+	$(PIPER_TOOL)/build.sh $(PIPER_REF) $(MODELS_DIR)/$(JOE_JSON) $(PIPER_IDS) $(PIPER_VENV)
 
 # Tests run in release: they drive real models, and one profile keeps the 2-core build short.
 test: models piper-reference
@@ -75,3 +107,8 @@ test: models piper-reference
 
 clean-models:
 	rm -rf $(MODELS_DIR)
+
+# Every clone's cached models, venvs and references, and CI's cargo target directory.
+clean-cache:
+	rm -rf $(WICK_CACHE)/test-models-* $(WICK_CACHE)/piper-venv-* $(WICK_CACHE)/piper-reference-* $(WICK_CACHE)/target
+	@rmdir $(WICK_CACHE) 2>/dev/null || true

@@ -3,6 +3,12 @@
 # (see synthetic_voices.py for why). Everything comes from PyPI: a venv with the pinned
 # requirements, and Piper's VITS code from the piper-tts 1.8.0 sdist, checked by sha256.
 #
+# OUT and VENV are whole or absent, so an interrupted run never leaves one that counts as
+# built: OUT is written beside it and renamed, and VENV (its scripts name its own path, so it
+# is made in place) counts only once its .complete marker, written last, is there. An OUT
+# that exists is kept: its name should say what it was built from (the Makefile's does).
+# Runs that share OUT or VENV take turns (flock, where util-linux has it).
+#
 # usage: build.sh OUT LIKE.onnx.json REFERENCE.json [VENV]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,13 +21,42 @@ for f in "$like" "$ids"; do
   [ -f "$f" ] || { echo "build.sh: $f is missing (run \`make models\`; the shared references sit in ../shared)" >&2; exit 1; }
 done
 
-if ! "$venv/bin/python" -c "import torch, onnx, onnxruntime" 2>/dev/null \
-   || ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
-  echo "== installing torch, onnx and onnxruntime into $venv (about 5.5 GB, once)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/requirements.txt"
+# lock PATH [-s]: holds PATH.lock until the script exits, exclusively or (-s) shared.
+# relock [-s]: makes the last lock taken exclusive or (-s) shared.
+lock() {
+  mkdir -p "$(dirname "$1")"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec {lock_fd}>"$1.lock"
+  lock_path="$1"
+  relock "${2:-}"
+}
+relock() {
+  [ -n "${lock_fd:-}" ] || return 0
+  local mode="${1:-}"
+  flock -n $mode "$lock_fd" || { echo "== waiting for another build of $lock_path"; flock $mode "$lock_fd"; }
+}
+venv_ok() { [ -f "$venv/.complete" ] && cmp -s "$here/requirements.txt" "$venv/requirements.txt"; }
+
+lock "$out"
+if [ -f "$out/manifest.json" ]; then
+  echo "== $out is already built"
+  exit 0
+fi
+
+# Shared while the venv is used; exclusive to make it, so it is never replaced under a user.
+lock "$venv" -s
+if ! venv_ok; then
+  relock
+  if ! venv_ok; then
+    echo "== installing torch, onnx and onnxruntime into $venv (about 5.5 GB, once)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
+    "$venv/bin/python" -c "import torch, onnx, onnxruntime"
+    cp "$here/requirements.txt" "$venv/requirements.txt"
+    touch "$venv/.complete"
+  fi
+  relock -s
 fi
 
 work="$(mktemp -d)"
