@@ -28,9 +28,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use wick::audio::{
-    devices, Capture, DeviceState, Direction, PcmError, PcmFormat, Playback, ReopeningCapture, ReopeningPlayback,
+    devices, Capture, DeviceState, Direction, PcmError, PcmFormat, PcmSettings, Playback, ReopeningCapture,
+    ReopeningPlayback, SampleFormat, Settings as AudioSettings,
 };
-use wick::config::{AudioConfig, PcmConfig, SampleFormat};
 
 /// The directory holding the test asound.conf and the files its PCMs read and write.
 ///
@@ -94,13 +94,13 @@ fn remove_stale_dirs(tmp: &Path) {
     }
 }
 
-fn pcm(device: &str, rate: Option<u32>, channels: Option<u32>, format: Option<SampleFormat>) -> PcmConfig {
+fn pcm(device: &str, rate: Option<u32>, channels: Option<u32>, format: Option<SampleFormat>) -> PcmSettings {
     alsa_dir();
-    PcmConfig { device: device.into(), rate, channels, format }
+    PcmSettings { device: device.into(), rate, channels, format }
 }
 
-fn audio(period_ms: u32) -> AudioConfig {
-    AudioConfig { period_ms, buffer_periods: 4, reopen_max_s: 0.1, ..AudioConfig::default() }
+fn audio(period_ms: u32) -> AudioSettings {
+    AudioSettings { period_ms, buffer_periods: 4, reopen_max_s: 0.1, ..AudioSettings::default() }
 }
 
 fn s16_le(samples: &[i16]) -> Vec<u8> {
@@ -434,7 +434,7 @@ fn a_device_that_fails_while_playing_is_gone_and_reopened() {
     drop(spk);
 
     // The first retry comes 0.25 s after the failure: time enough to see the write dropped.
-    let mut spk = ReopeningPlayback::new(&cfg, &AudioConfig { reopen_max_s: 1.0, ..audio(20) });
+    let mut spk = ReopeningPlayback::new(&cfg, &AudioSettings { reopen_max_s: 1.0, ..audio(20) });
     let state = spk.state();
     assert!(matches!(state_of(&state), DeviceState::Open(_)));
     let mut written = 0;

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use wick::config::{ButtonKind, InputConfig};
-use wick::input::{self, ControlSocket, Debouncer, InputError, InputEvent};
+use wick::input::{self, ButtonKind, ControlSocket, Debouncer, InputError, InputEvent};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -220,7 +219,7 @@ fn a_bounce_burst_over_the_socket_debounces_to_one_press() {
     let edges: Vec<(bool, Instant)> = (0..5).map(|_| edge(next(&rx))).collect();
     assert_eq!(edges.iter().map(|e| e.0).collect::<Vec<_>>(), [true, false, true, false, true]);
 
-    let window = Duration::from_millis(InputConfig::default().debounce_ms);
+    let window = Duration::from_millis(input::Settings::default().debounce_ms);
     let spread = edges[4].1 - edges[0].1;
     assert!(spread < window, "the burst took {spread:?}: the machine stalled longer than the {window:?} window");
     let mut debouncer = Debouncer::new(window);
@@ -260,7 +259,7 @@ fn a_missing_gpio_chip_is_named_with_the_chips_there_are() {
     assert!(text.contains("\"wick-test-no-such-chip\"") && text.contains("input.gpio_chip"), "{text}");
     assert_lists_chips(&text);
 
-    let cfg = InputConfig {
+    let cfg = input::Settings {
         button: ButtonKind::Gpio,
         gpio_chip: "/dev/gpiochip-wick-test".into(),
         gpio_line: "5".into(),
@@ -274,8 +273,13 @@ fn a_missing_gpio_chip_is_named_with_the_chips_there_are() {
     assert_lists_chips(&text);
 }
 
-fn evdev_config(device: &str, key: &str) -> InputConfig {
-    InputConfig { button: ButtonKind::Evdev, evdev_device: device.into(), evdev_key: key.into(), ..Default::default() }
+fn evdev_config(device: &str, key: &str) -> input::Settings {
+    input::Settings {
+        button: ButtonKind::Evdev,
+        evdev_device: device.into(),
+        evdev_key: key.into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -308,10 +312,10 @@ fn an_unknown_key_name_is_named() {
 #[test]
 fn spawn_button_starts_the_configured_kind() {
     let (tx, _rx) = channel();
-    let none = InputConfig { button: ButtonKind::None, ..Default::default() };
+    let none = input::Settings { button: ButtonKind::None, ..Default::default() };
     assert!(input::spawn_button(&none, tx.clone()).unwrap().is_none());
     let gpio =
-        InputConfig { button: ButtonKind::Gpio, gpio_chip: "wick-test-no-such-chip".into(), ..Default::default() };
+        input::Settings { button: ButtonKind::Gpio, gpio_chip: "wick-test-no-such-chip".into(), ..Default::default() };
     let e = input::spawn_button(&gpio, tx.clone()).unwrap_err();
     assert!(matches!(e, InputError::GpioChipNotFound { .. }), "{e:?}");
     let evdev = evdev_config("wick-test-no-such-device", "BTN_0");

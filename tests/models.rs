@@ -15,7 +15,8 @@ mod common;
 
 use common::{pulled, repo_root};
 use sha2::{Digest, Sha256};
-use wick::models::{ct2, Check, Manifest, ModelError, Store};
+use wick::models::{Check, Manifest, ModelError, Store};
+use wick::stt::ct2::{self, Ct2Error};
 
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
@@ -467,7 +468,7 @@ impl Ct2Writer {
 }
 
 /// Imports a model.bin made of `bin` next to the real config and tokenizer.
-fn import_bin(bin: &[u8]) -> (ModelError, tempfile::TempDir) {
+fn import_bin(bin: &[u8]) -> (Ct2Error, tempfile::TempDir) {
     let ct2_dir = builtin_store(&pulled()).role_dir("test", "stt").join("ct2");
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
@@ -490,7 +491,7 @@ fn ct2_import_rejects_int8_models() {
     let bin = Ct2Writer::new(6, "WhisperSpec")
         .vars(&[("encoder/conv1/weight", &[2, 2, 3], 1, &[1; 12]), ("encoder/conv1/weight_scale", &[2], 0, &[0; 8])]);
     let (err, _tmp) = import_bin(&bin);
-    assert!(matches!(err, ModelError::Ct2Quantized { .. }), "{err:?}");
+    assert!(matches!(err, Ct2Error::Quantized { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("int8 CTranslate2 models are not supported"), "{msg}");
     assert!(msg.contains("--quantization float16"), "{msg}");
@@ -501,7 +502,7 @@ fn ct2_import_rejects_int8_models() {
 fn ct2_import_rejects_truncated_files() {
     let real = std::fs::read(builtin_store(&pulled()).role_dir("test", "stt").join("ct2/model.bin")).unwrap();
     let (err, _tmp) = import_bin(&real[..real.len() / 2]);
-    assert!(matches!(err, ModelError::Ct2Format { .. }), "{err:?}");
+    assert!(matches!(err, Ct2Error::Format { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("truncated"), "{msg}");
     assert!(msg.contains("model.bin"), "{msg}");
@@ -510,14 +511,14 @@ fn ct2_import_rejects_truncated_files() {
 #[test]
 fn ct2_import_rejects_files_that_are_not_ctranslate2() {
     let (err, _tmp) = import_bin(b"PK\x03\x04 this is a zip, not a model");
-    assert!(matches!(err, ModelError::Ct2Format { .. }), "{err:?}");
+    assert!(matches!(err, Ct2Error::Format { .. }), "{err:?}");
     assert!(err.to_string().contains("does not start with a CTranslate2 header"), "{err}");
 
     let (err, _tmp) = import_bin(&Ct2Writer::new(3, "WhisperSpec").vars(&[]));
-    assert!(matches!(err, ModelError::Ct2Version { version: 3, .. }), "{err:?}");
+    assert!(matches!(err, Ct2Error::Version { version: 3, .. }), "{err:?}");
 
     let (err, _tmp) = import_bin(&Ct2Writer::new(6, "TransformerSpec").vars(&[]));
-    assert!(matches!(err, ModelError::Ct2Spec { .. }), "{err:?}");
+    assert!(matches!(err, Ct2Error::Spec { .. }), "{err:?}");
     assert!(err.to_string().contains("TransformerSpec"), "{err}");
 
     let mut trailing = Ct2Writer::new(6, "WhisperSpec").vars(&[]);

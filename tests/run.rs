@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{dev_clips, pulled, shared_dir};
+use common::{assembly, dev_clips, shared_dir};
 use crossbeam_channel::{unbounded, Receiver};
 
 const RATE: u32 = 48_000;
@@ -314,8 +314,7 @@ fn hear(bytes: &[u8]) -> String {
         .map(|f| (i16::from_le_bytes([f[0], f[1]]) as f32 + i16::from_le_bytes([f[2], f[3]]) as f32) / 65536.0)
         .collect();
     let samples = wick::audio::resample(&mono, RATE, 16_000).unwrap();
-    let stt = wick::stt::Transcriber::load(&pulled().join("test/stt"), Default::default(), &candle_core::Device::Cpu)
-        .unwrap();
+    let stt = assembly(Default::default()).transcriber(None, None).unwrap();
     stt.transcribe(&samples).unwrap().text
 }
 

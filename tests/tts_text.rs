@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use wick::tts::chunker::Chunker;
+use wick::text::Chunker;
 use wick::tts::espeak::{self, EspeakError};
 use wick::tts::phonemes::{phoneme_ids, text_to_ids};
 

@@ -3,15 +3,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::audio::{DeviceState, ReopeningCapture, ReopeningPlayback};
-use crate::config::AudioConfig;
+use crate::audio::{DeviceState, ReopeningCapture, ReopeningPlayback, Settings};
 use crate::pipeline::{Captured, Loudspeaker, Microphone, StageResult};
 
 pub struct AlsaMicrophone(ReopeningCapture);
 
 impl AlsaMicrophone {
     /// Opens the configured capture device, or starts retrying it (the error is logged).
-    pub fn new(audio: &AudioConfig) -> Self {
+    pub fn new(audio: &Settings) -> Self {
         Self(ReopeningCapture::new(&audio.capture, audio))
     }
 
@@ -33,7 +32,7 @@ impl Microphone for AlsaMicrophone {
 pub struct AlsaLoudspeaker(ReopeningPlayback);
 
 impl AlsaLoudspeaker {
-    pub fn new(audio: &AudioConfig) -> Self {
+    pub fn new(audio: &Settings) -> Self {
         Self(ReopeningPlayback::new(&audio.playback, audio))
     }
 

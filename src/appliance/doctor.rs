@@ -2,11 +2,13 @@
 //! button, CUDA, the model files and their checksums, the memory the models need) and says
 //! what to fix. Each finding is one line; any failure makes the command exit non-zero.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{ButtonKind, Config};
+use super::assemble::{Assembly, ModelPaths};
+use crate::config::Config;
+use crate::input::ButtonKind;
 use crate::tts::voice::{model_path, settings_path, VoiceConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,29 +48,20 @@ impl Report {
     }
 }
 
-/// The model files the appliance would load, as the caller resolved them from the config and
-/// the model set (`Err`: why a role has none).
-pub struct ModelPaths {
-    pub set: String,
-    pub stt: Result<PathBuf, String>,
-    pub llm: Result<PathBuf, String>,
-    pub tts: Result<PathBuf, String>,
-    /// The set's files checked against their pinned sha256: (role, file, problem or None).
-    pub checksums: Result<Vec<(String, String, Option<String>)>, String>,
-}
-
 /// The appliance's resident memory target (DESIGN.md: voice budget).
 pub const MEMORY_BUDGET_BYTES: u64 = 3_500_000_000;
 
-pub fn run(config: &Config, models: &ModelPaths) -> Report {
+/// Checks the appliance `assembly` puts together: the model files are the ones it would load.
+pub fn run(assembly: &Assembly) -> Report {
     let mut r = Report::default();
+    let config = &assembly.config;
     sound(&mut r, config);
     button(&mut r, config);
-    // Opening the CUDA device costs a context: once, for both checks that need it.
-    let on_gpu = gpu(&mut r);
-    model_files(&mut r, models);
-    voice_speaker(&mut r, config, models);
-    memory(&mut r, config, models, on_gpu);
+    let on_gpu = gpu(&mut r, assembly);
+    let models = assembly.model_paths();
+    model_files(&mut r, &models);
+    voice_speaker(&mut r, config, &models);
+    memory(&mut r, config, &models, on_gpu);
     r
 }
 
@@ -196,30 +189,46 @@ fn button(r: &mut Report, config: &Config) {
     }
 }
 
-/// Reports CUDA; true when the models will run on the GPU.
-fn gpu(r: &mut Report) -> bool {
-    if cfg!(feature = "cuda") {
-        let on_gpu = crate::stt::default_device().is_cuda();
-        if on_gpu {
-            r.add("gpu", Level::Ok, "CUDA device 0 is available: models run on the GPU", None);
-        } else {
+/// Reports the compute device the models would run on (opening it, as loading them would);
+/// true when that is a GPU.
+fn gpu(r: &mut Report, assembly: &Assembly) -> bool {
+    let choice = assembly.device_choice();
+    let device = match assembly.device() {
+        Ok(d) => d,
+        Err(e) => {
             r.add(
                 "gpu",
-                Level::Warn,
-                "built with CUDA but no CUDA device could be opened: models run on the CPU",
-                Some("check the NVIDIA driver (`nvidia-smi`, or `tegrastats` on Jetson) and that wick may use /dev/nvidia*".into()),
+                Level::Fail,
+                format!("compute device ({choice}, from runtime.device or --device): {e}"),
+                Some("set runtime.device to \"cpu\", or to a CUDA device this machine has".into()),
             );
+            return false;
         }
-        on_gpu
-    } else {
+    };
+    let name = crate::device::describe(device);
+    if device.is_cuda() {
+        r.add("gpu", Level::Ok, format!("CUDA device {name} is available: models run on the GPU"), None);
+    } else if !cfg!(feature = "cuda") {
         r.add(
             "gpu",
             Level::Warn,
             "built without CUDA: models run on the CPU",
             Some("build with `cargo build --release --features cuda` on a machine with the CUDA toolkit".into()),
         );
-        false
+    } else if choice == crate::device::DeviceChoice::Cpu {
+        r.add("gpu", Level::Info, "runtime.device (or --device) is cpu: models run on the CPU", None);
+    } else {
+        r.add(
+            "gpu",
+            Level::Warn,
+            "built with CUDA but no CUDA device could be opened: models run on the CPU",
+            Some(
+                "check the NVIDIA driver (`nvidia-smi`, or `tegrastats` on Jetson) and that wick may use /dev/nvidia*"
+                    .into(),
+            ),
+        );
     }
+    device.is_cuda()
 }
 
 /// The voice's speakers, and whether `tts.speaker` is one of them: a wrong one would leave

@@ -1,6 +1,8 @@
-//! The assembled appliance: the real models and devices plugged into the pipeline's stage
-//! traits, and what running as a system service needs.
+//! The assembled appliance: the configured models loaded onto one device (`assemble`), the
+//! real models and devices plugged into the pipeline's stage traits (`stages`, `devices`), the
+//! service loop with systemd's notify protocol (`service`, `notify`), and `doctor`.
 
+pub mod assemble;
 pub mod devices;
 pub mod doctor;
 pub mod notify;

@@ -11,21 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
+use super::assemble::Engines;
 use super::devices::{AlsaLoudspeaker, AlsaMicrophone};
 use super::notify::Notifier;
 use crate::audio::DeviceState;
 use crate::config::Config;
 use crate::input::{ControlSocket, Debouncer, InputEvent};
-use crate::pipeline::{Control, Hear, Hooks, Pipeline, Settings, Speak, Stages, Think};
+use crate::pipeline::{Control, Hooks, Pipeline};
 
-pub struct Models {
-    pub hear: Box<dyn Hear>,
-    pub think: Box<dyn Think>,
-    pub voice: Box<dyn Speak>,
-}
-
-/// Runs the appliance until a stop signal. `stdin`: Enter on standard input toggles the button.
-pub fn run(config: &Config, models: Models, settings: Settings, notifier: Notifier, stdin: bool) -> anyhow::Result<()> {
+/// Runs the appliance with its loaded `engines` until a stop signal. `stdin`: Enter on
+/// standard input toggles the button.
+pub fn run(config: &Config, engines: Engines, notifier: Notifier, stdin: bool) -> anyhow::Result<()> {
     let notifier = Rc::new(RefCell::new(notifier));
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -118,14 +114,8 @@ pub fn run(config: &Config, models: Models, settings: Settings, notifier: Notifi
             }
         }),
     };
-    let stages = Stages {
-        microphone: Box::new(microphone),
-        hear: models.hear,
-        think: models.think,
-        voice: models.voice,
-        loudspeaker: Box::new(loudspeaker),
-    };
-    let mut pipeline = Pipeline::start(stages, settings, hooks, false);
+    let stages = engines.into_stages(Box::new(microphone), Box::new(loudspeaker));
+    let mut pipeline = Pipeline::start(stages, config.pipeline_settings(), hooks, false);
     pipeline.run(&controls_rx, false);
     notifier.borrow().stopping();
     pipeline.shutdown();

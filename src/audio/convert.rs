@@ -2,7 +2,7 @@
 //! in [-1, 1] that the stages use: capture averages the channels, playback copies the one signal
 //! to every channel.
 
-use crate::config::SampleFormat;
+use super::settings::SampleFormat;
 
 /// Integer full scale: -1.0 maps to the most negative value and +1.0 clips to the most positive,
 /// so that every integer sample survives a decode/encode round trip unchanged.

@@ -3,7 +3,7 @@
 //! which format it agrees to.
 
 use super::pcm::{alsa_said, open_pcm, Direction, PcmError, PcmFormat};
-use crate::config::{AudioConfig, PcmConfig};
+use super::settings::{PcmSettings, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CardInfo {
@@ -68,6 +68,6 @@ pub fn pcm_hints(direction: Direction) -> Vec<PcmHint> {
 
 /// Opens the configured device, agrees a format exactly as capture or playback would, and
 /// closes it again.
-pub fn probe(cfg: &PcmConfig, audio: &AudioConfig, direction: Direction) -> Result<PcmFormat, PcmError> {
+pub fn probe(cfg: &PcmSettings, audio: &Settings, direction: Direction) -> Result<PcmFormat, PcmError> {
     open_pcm(cfg, audio, direction).map(|(_pcm, format)| format)
 }

@@ -8,12 +8,14 @@ pub mod devices;
 mod pcm;
 mod reopen;
 mod resample;
+mod settings;
 mod wav;
 
 pub use devices::{CardInfo, PcmHint};
 pub use pcm::{Capture, CaptureKind, Direction, PcmError, PcmFormat, Playback, PlaybackKind, Stream, StreamKind};
-pub use reopen::{Backoff, DeviceState, Reopening, ReopeningCapture, ReopeningPlayback};
+pub use reopen::{DeviceState, Reopening, ReopeningCapture, ReopeningPlayback};
 pub use resample::resample;
+pub use settings::{PcmSettings, SampleFormat, Settings};
 pub use wav::{read_wav_mono, write_wav_mono_f32, write_wav_mono_i16, AudioError, MonoAudio};
 
 /// The rate Whisper's front end is built for.

@@ -10,7 +10,7 @@ use alsa::pcm::{Access, Format, HwParams, State, PCM};
 use alsa::{Output, ValueOr};
 
 use super::convert;
-use crate::config::{AudioConfig, PcmConfig, SampleFormat};
+use super::settings::{PcmSettings, SampleFormat, Settings};
 
 /// The rate asked for when the device leaves it open (the `null` and `file` plugins, `plughw:`).
 const PREFERRED_RATE: u32 = 48_000;
@@ -66,7 +66,6 @@ impl fmt::Display for Direction {
 pub struct PcmFormat {
     pub rate: u32,
     pub channels: u32,
-    #[serde(serialize_with = "serialize_sample_format")]
     pub format: SampleFormat,
     pub period_frames: usize,
 }
@@ -95,19 +94,6 @@ impl fmt::Display for PcmFormat {
             self.period_frames,
             self.period_frames as f64 * 1000.0 / self.rate as f64
         )
-    }
-}
-
-/// `SampleFormat` is the config's type and is not `Serialize`; reports use its `wick.toml` name.
-fn serialize_sample_format<S: serde::Serializer>(format: &SampleFormat, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(toml_name(*format))
-}
-
-fn toml_name(format: SampleFormat) -> &'static str {
-    match format {
-        SampleFormat::S16 => "S16",
-        SampleFormat::S32 => "S32",
-        SampleFormat::F32 => "FLOAT",
     }
 }
 
@@ -173,8 +159,8 @@ fn explain(e: &alsa::Error, said: &str) -> String {
 
 /// Opens `cfg.device` and agrees a format with it. The PCM is prepared and ready to read or write.
 pub(crate) fn open_pcm(
-    cfg: &PcmConfig,
-    audio: &AudioConfig,
+    cfg: &PcmSettings,
+    audio: &Settings,
     direction: Direction,
 ) -> Result<(PCM, PcmFormat), PcmError> {
     let device = cfg.device.as_str();
@@ -226,7 +212,7 @@ fn open_advice(errno: i32, direction: Direction) -> String {
 
 /// Sets access, format, channels, rate, period and buffer, in that order, and applies them.
 /// Errors are the message of a [`PcmError::Config`].
-fn negotiate(pcm: &PCM, cfg: &PcmConfig, audio: &AudioConfig, direction: Direction) -> Result<PcmFormat, String> {
+fn negotiate(pcm: &PCM, cfg: &PcmSettings, audio: &Settings, direction: Direction) -> Result<PcmFormat, String> {
     let key = direction.config_key();
     let failed = |what: &str, e: alsa::Error| format!("cannot {what}: {}", errno_text(&e));
     let hw = HwParams::any(pcm).map_err(|e| failed("read the device's capabilities", e))?;
@@ -240,7 +226,7 @@ fn negotiate(pcm: &PCM, cfg: &PcmConfig, audio: &AudioConfig, direction: Directi
                 format!(
                     "{key}.format = \"{}\" is refused; the device takes {}; set {key}.format to one of \
                      those, or remove it to let wick choose",
-                    toml_name(f),
+                    f.name(),
                     accepted_formats(&hw)
                 )
             })?;
@@ -384,7 +370,7 @@ struct Device {
 }
 
 impl Device {
-    fn open(cfg: &PcmConfig, audio: &AudioConfig, direction: Direction) -> Result<Device, PcmError> {
+    fn open(cfg: &PcmSettings, audio: &Settings, direction: Direction) -> Result<Device, PcmError> {
         let (pcm, format) = open_pcm(cfg, audio, direction)?;
         Ok(Device { pcm, name: cfg.device.clone(), direction, format, xruns: 0 })
     }
@@ -481,7 +467,7 @@ pub type Capture = Stream<CaptureKind>;
 pub type Playback = Stream<PlaybackKind>;
 
 impl<K: StreamKind> Stream<K> {
-    pub fn open(cfg: &PcmConfig, audio: &AudioConfig) -> Result<Self, PcmError> {
+    pub fn open(cfg: &PcmSettings, audio: &Settings) -> Result<Self, PcmError> {
         let dev = Device::open(cfg, audio, K::DIRECTION)?;
         let raw = vec![0u8; dev.format.period_bytes()];
         Ok(Stream { dev, raw, kind: std::marker::PhantomData })

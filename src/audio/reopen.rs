@@ -1,73 +1,18 @@
 //! Keeping a sound device alive: a device that is missing at start or goes away later (a USB
-//! microphone unplugged, a driver reloaded) is closed and reopened with backoff while the rest of
-//! the appliance keeps running, and its state is shared for the supervisor to report.
+//! microphone unplugged, a driver reloaded) is closed and reopened with backoff (`crate::retry`)
+//! while the rest of the appliance keeps running, and its state is shared for the supervisor to
+//! report.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::pcm::{CaptureKind, PcmError, PcmFormat, Playback, PlaybackKind, Stream, StreamKind};
-use crate::config::{AudioConfig, PcmConfig};
+use super::settings::{PcmSettings, Settings};
+use crate::retry::{Backoff, Repeats};
 
-/// Delay before the first retry: short enough that a replugged device is back almost at once.
-pub const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// The longest a read waits for a missing device before returning, so that the caller's loop
 /// keeps handling its messages.
 const POLL: Duration = Duration::from_millis(100);
-
-/// When to try again: 0.25 s after the first failure, doubling up to a cap. Pure: the caller
-/// passes the clock in.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    failures: u32,
-    next_attempt: Option<Instant>,
-}
-
-impl Backoff {
-    pub fn new(max: Duration) -> Backoff {
-        Backoff { first: FIRST_RETRY.min(max), max, failures: 0, next_attempt: None }
-    }
-
-    /// The backoff `audio.reopen_max_s` asks for.
-    pub fn from_config(audio: &AudioConfig) -> Backoff {
-        let max = if audio.reopen_max_s.is_finite() && audio.reopen_max_s > 0.0 {
-            Duration::from_secs_f64(audio.reopen_max_s)
-        } else {
-            FIRST_RETRY
-        };
-        Backoff::new(max)
-    }
-
-    /// Records a failure at `now` and returns how long to wait before the next attempt.
-    pub fn failed(&mut self, now: Instant) -> Duration {
-        // 2^16 times the first delay is far past any sensible cap; stop doubling there.
-        let delay = self.first.saturating_mul(1 << self.failures.min(16)).min(self.max);
-        self.failures = self.failures.saturating_add(1);
-        self.next_attempt = Some(now + delay);
-        delay
-    }
-
-    /// Whether an attempt may be made at `now`: nothing failed yet, or the wait is over.
-    pub fn ready(&self, now: Instant) -> bool {
-        self.next_attempt.is_none_or(|at| now >= at)
-    }
-
-    pub fn next_attempt(&self) -> Option<Instant> {
-        self.next_attempt
-    }
-
-    /// Failures since the last [`Backoff::reset`].
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// Called on success: the next failure waits the first delay again.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-        self.next_attempt = None;
-    }
-}
 
 /// A device's state as the supervisor reports it, e.g. `{"state":"unavailable","error":"...","retry_in_s":0.5}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -84,15 +29,15 @@ pub enum DeviceState {
 
 /// A device that is opened again, with [`Backoff`], whenever it is missing or goes away.
 pub struct Reopening<K: StreamKind> {
-    cfg: PcmConfig,
-    audio: AudioConfig,
+    cfg: PcmSettings,
+    audio: Settings,
     device: Option<Stream<K>>,
     backoff: Backoff,
     state: Arc<Mutex<DeviceState>>,
     /// Open attempts that failed since the device was last open.
     attempts: u32,
-    /// The last error logged, so that a device that stays missing is reported once, not per retry.
-    last_error: Option<String>,
+    /// So that a device that stays missing is reported once, not per retry.
+    repeats: Repeats,
     was_open: bool,
     /// Xruns of devices closed before the current one.
     past_xruns: u64,
@@ -103,15 +48,15 @@ pub type ReopeningPlayback = Reopening<PlaybackKind>;
 
 impl<K: StreamKind> Reopening<K> {
     /// Tries to open the device now; a failure is logged and retried later, never returned.
-    pub fn new(cfg: &PcmConfig, audio: &AudioConfig) -> Reopening<K> {
+    pub fn new(cfg: &PcmSettings, audio: &Settings) -> Reopening<K> {
         let mut r = Reopening {
             cfg: cfg.clone(),
             audio: audio.clone(),
             device: None,
-            backoff: Backoff::from_config(audio),
+            backoff: audio.reopen_backoff(),
             state: Arc::new(Mutex::new(DeviceState::Opening)),
             attempts: 0,
-            last_error: None,
+            repeats: Repeats::default(),
             was_open: false,
             past_xruns: 0,
         };
@@ -186,7 +131,7 @@ impl<K: StreamKind> Reopening<K> {
                 self.device = Some(device);
                 self.backoff.reset();
                 self.attempts = 0;
-                self.last_error = None;
+                self.repeats.clear();
                 self.was_open = true;
                 true
             }
@@ -194,11 +139,11 @@ impl<K: StreamKind> Reopening<K> {
                 self.attempts += 1;
                 let wait = self.backoff.failed(Instant::now());
                 let error = e.to_string();
-                if self.last_error.as_deref() != Some(error.as_str()) {
+                if self.repeats.is_new(&error) {
                     tracing::error!(
                         "{error}; retrying in {:.2} s, then at most every {:.1} s",
                         wait.as_secs_f64(),
-                        self.backoff.max.as_secs_f64()
+                        self.backoff.max().as_secs_f64()
                     );
                 } else {
                     tracing::debug!(
@@ -207,8 +152,7 @@ impl<K: StreamKind> Reopening<K> {
                         wait.as_secs_f64()
                     );
                 }
-                self.set_state(DeviceState::Unavailable { error: error.clone(), retry_in_s: wait.as_secs_f64() });
-                self.last_error = Some(error);
+                self.set_state(DeviceState::Unavailable { error, retry_in_s: wait.as_secs_f64() });
                 false
             }
         }
@@ -226,8 +170,9 @@ impl<K: StreamKind> Reopening<K> {
         let wait = self.backoff.failed(Instant::now());
         let error = e.to_string();
         tracing::error!("{error}; reopening in {:.2} s", wait.as_secs_f64());
-        self.set_state(DeviceState::Unavailable { error: error.clone(), retry_in_s: wait.as_secs_f64() });
-        self.last_error = Some(error);
+        // Said now; the same reason from the reopening attempts is not said again.
+        self.repeats.is_new(&error);
+        self.set_state(DeviceState::Unavailable { error, retry_in_s: wait.as_secs_f64() });
         Ok(())
     }
 }
@@ -281,53 +226,7 @@ impl ReopeningPlayback {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SampleFormat;
-
-    #[test]
-    fn backoff_doubles_from_a_quarter_second_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert!(b.ready(t0), "nothing failed yet");
-        let waits: Vec<f64> = (0..9).map(|i| b.failed(t0 + Duration::from_secs(i)).as_secs_f64()).collect();
-        assert_eq!(waits, [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]);
-        assert_eq!(b.failures(), 9);
-
-        // The last failure was at t0 + 8 s and waits 10 s.
-        let last = t0 + Duration::from_secs(8);
-        assert_eq!(b.next_attempt(), Some(last + Duration::from_secs(10)));
-        assert!(!b.ready(last + Duration::from_millis(9_999)));
-        assert!(b.ready(last + Duration::from_secs(10)));
-
-        b.reset();
-        assert_eq!(b.failures(), 0);
-        assert!(b.ready(t0));
-        assert_eq!(b.failed(t0), Duration::from_millis(250));
-    }
-
-    #[test]
-    fn backoff_with_a_cap_below_the_first_retry_waits_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100));
-        let t0 = Instant::now();
-        assert_eq!(b.failed(t0), Duration::from_millis(100));
-        assert_eq!(b.failed(t0), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn backoff_survives_many_failures() {
-        let mut b = Backoff::new(Duration::from_secs(3600));
-        let t0 = Instant::now();
-        let last = (0..1000).map(|_| b.failed(t0)).last().unwrap();
-        assert_eq!(last, Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn backoff_from_config_uses_reopen_max_s() {
-        let audio = AudioConfig { reopen_max_s: 2.0, ..AudioConfig::default() };
-        let mut b = Backoff::from_config(&audio);
-        let t0 = Instant::now();
-        let waits: Vec<Duration> = (0..5).map(|_| b.failed(t0)).collect();
-        assert_eq!(waits.last(), Some(&Duration::from_secs(2)));
-    }
+    use crate::audio::SampleFormat;
 
     #[test]
     fn device_state_serializes_as_tagged_json() {

@@ -12,8 +12,7 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Sender;
 use evdev::{Device, EventSummary, KeyCode};
 
-use super::{instant_of, is_permission, Backoff, InputError, InputEvent};
-use crate::config::InputConfig;
+use super::{instant_of, is_permission, send_edge, Button, InputError, InputEvent, Settings, Stop};
 
 const SOURCE: &str = "evdev";
 const INPUT_DIR: &str = "/dev/input";
@@ -77,22 +76,15 @@ pub fn parse_key(name: &str) -> Result<KeyCode, InputError> {
 /// (see [`instant_of`]). If the device goes away later (unplugged), that is logged, a held key
 /// is released, and the device is looked for again, by the same path or name, with a growing
 /// pause. The thread ends when the receiving side of `tx` is gone and an event comes.
-pub fn spawn_evdev(cfg: &InputConfig, tx: Sender<InputEvent>) -> Result<JoinHandle<()>, InputError> {
+pub fn spawn_evdev(cfg: &Settings, tx: Sender<InputEvent>) -> Result<JoinHandle<()>, InputError> {
     let key = parse_key(&cfg.evdev_key)?;
     let button = EvdevButton { device: cfg.evdev_device.trim().to_string(), key };
-    let (dev, path, pressed) = button.open()?;
+    let (dev, path, pressed) = button.open_device()?;
     tracing::info!(
         path = %path.display(), name = dev.name().unwrap_or_default(), key = ?key,
         "push-to-talk button on an input device"
     );
-    if pressed {
-        // A failed send means nobody listens; the thread notices on its first event.
-        let _ = tx.send(InputEvent::Edge { pressed: true, at: Instant::now(), source: SOURCE });
-    }
-    std::thread::Builder::new()
-        .name("wick-evdev".into())
-        .spawn(move || button.watch(dev, pressed, tx))
-        .map_err(|source| InputError::Thread { what: "input device button", source })
+    super::start(button, dev, pressed, tx, "wick-evdev")
 }
 
 struct EvdevButton {
@@ -101,14 +93,9 @@ struct EvdevButton {
     key: KeyCode,
 }
 
-enum Stop {
-    ReceiverGone,
-    Lost(String),
-}
-
 impl EvdevButton {
     /// Opens the device that has the key; returns it, its path and whether the key is held now.
-    fn open(&self) -> Result<(Device, PathBuf, bool), InputError> {
+    fn open_device(&self) -> Result<(Device, PathBuf, bool), InputError> {
         let (dev, path) = if self.device.contains('/') {
             let path = PathBuf::from(&self.device);
             let dev = Device::open(&path).map_err(|e| open_error(&self.device, &path, e))?;
@@ -159,28 +146,18 @@ impl EvdevButton {
             key: format!("{:?}", self.key),
         }
     }
+}
 
-    fn watch(self, mut dev: Device, mut held: bool, tx: Sender<InputEvent>) {
-        loop {
-            match self.forward(&mut dev, &mut held, &tx) {
-                Stop::ReceiverGone => return,
-                Stop::Lost(why) => tracing::error!(
-                    device = %self.device,
-                    "input device button lost: {why}; looking for the device again until it is back"
-                ),
-            }
-            drop(dev);
-            // A button that is gone is not held: release it rather than record until the limit.
-            if held && send_edge(&tx, false, Instant::now()).is_err() {
-                return;
-            }
-            let (again, pressed) = self.reopen();
-            dev = again;
-            if pressed && send_edge(&tx, true, Instant::now()).is_err() {
-                return;
-            }
-            held = pressed;
-        }
+impl Button for EvdevButton {
+    type Handle = Device;
+    const SOURCE: &'static str = SOURCE;
+
+    fn describe(&self) -> String {
+        format!("input device button ({} key {:?})", self.device, self.key)
+    }
+
+    fn open(&self) -> Result<(Device, bool), InputError> {
+        self.open_device().map(|(dev, _, pressed)| (dev, pressed))
     }
 
     /// Sends the key's changes until the device fails or nobody listens.
@@ -205,35 +182,10 @@ impl EvdevButton {
                     // 2: autorepeat of a held key, not a change.
                     _ => continue,
                 };
-                if send_edge(tx, pressed, instant_of(received, newest, stamp_ns(event.timestamp()))).is_err() {
+                if send_edge(tx, SOURCE, pressed, instant_of(received, newest, stamp_ns(event.timestamp()))).is_err() {
                     return Stop::ReceiverGone;
                 }
                 *held = pressed;
-            }
-        }
-    }
-
-    /// Opens the device until it works, pausing longer each time.
-    fn reopen(&self) -> (Device, bool) {
-        let mut backoff = Backoff::new();
-        let mut last_error = String::new();
-        loop {
-            backoff.sleep();
-            match self.open() {
-                Ok((dev, path, pressed)) => {
-                    tracing::info!(path = %path.display(), "input device button is back");
-                    return (dev, pressed);
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    // Say each new reason once; the same one again every few seconds is noise.
-                    if e != last_error {
-                        tracing::error!("input device button still unavailable: {e}");
-                    } else {
-                        tracing::debug!("input device button still unavailable: {e}");
-                    }
-                    last_error = e;
-                }
             }
         }
     }
@@ -246,10 +198,6 @@ fn has_key(dev: &Device, key: KeyCode) -> bool {
 /// An event's kernel timestamp in ns (only differences between them are used).
 fn stamp_ns(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn send_edge(tx: &Sender<InputEvent>, pressed: bool, at: Instant) -> Result<(), ()> {
-    tx.send(InputEvent::Edge { pressed, at, source: SOURCE }).map_err(|_| ())
 }
 
 fn open_error(spec: &str, path: &Path, e: std::io::Error) -> InputError {
@@ -293,7 +241,7 @@ mod tests {
     fn a_file_that_is_no_input_device_is_named() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let button = EvdevButton { device: file.path().to_str().unwrap().into(), key: KeyCode::KEY_PROG1 };
-        let e = button.open().expect_err("a plain file is no input device");
+        let e = button.open_device().expect_err("a plain file is no input device");
         assert!(matches!(e, InputError::EvdevNotInput { .. }), "{e:?}");
         assert!(e.to_string().contains(&file.path().display().to_string()), "{e}");
     }

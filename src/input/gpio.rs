@@ -14,8 +14,7 @@ use crossbeam_channel::Sender;
 use gpiocdev::line::{EdgeDetection, EdgeKind, Value};
 use gpiocdev::{Chip, Request};
 
-use super::{instant_of, Backoff, InputError, InputEvent};
-use crate::config::InputConfig;
+use super::{instant_of, send_edge, Button, InputError, InputEvent, Settings, Stop};
 
 const SOURCE: &str = "gpio";
 /// The name the line's consumer shows in `gpioinfo` while wick holds it.
@@ -94,26 +93,19 @@ fn line_info(chip: &Chip, info: &gpiocdev::chip::Info, line: gpiocdev::line::Inf
 /// (see [`instant_of`]). If the line is lost later (the chip's driver went away), that is
 /// logged, a held button is released, and the line is requested again with a growing pause.
 /// The thread ends when the receiving side of `tx` is gone and an edge comes.
-pub fn spawn_gpio(cfg: &InputConfig, tx: Sender<InputEvent>) -> Result<JoinHandle<()>, InputError> {
+pub fn spawn_gpio(cfg: &Settings, tx: Sender<InputEvent>) -> Result<JoinHandle<()>, InputError> {
     let button = GpioButton {
         chip: cfg.gpio_chip.trim().to_string(),
         line: cfg.gpio_line.trim().to_string(),
         active_low: cfg.active_low,
         debounce: Duration::from_millis(cfg.debounce_ms),
     };
-    let (req, pressed, found) = button.open()?;
+    let (req, pressed, found) = button.request()?;
     tracing::info!(
         chip = %found.chip_path.display(), label = %found.chip_label, offset = found.offset, name = %found.name,
         active_low = button.active_low, "push-to-talk button on a GPIO line"
     );
-    if pressed {
-        // A failed send means nobody listens; the thread notices on its first edge.
-        let _ = tx.send(InputEvent::Edge { pressed: true, at: Instant::now(), source: SOURCE });
-    }
-    std::thread::Builder::new()
-        .name("wick-gpio".into())
-        .spawn(move || button.watch(req, pressed, tx))
-        .map_err(|source| InputError::Thread { what: "GPIO button", source })
+    super::start(button, req, pressed, tx, "wick-gpio")
 }
 
 struct GpioButton {
@@ -123,17 +115,9 @@ struct GpioButton {
     debounce: Duration,
 }
 
-/// Why forwarding stopped.
-enum Stop {
-    /// The receiver is gone: the appliance is shutting down.
-    ReceiverGone,
-    /// The line cannot be read any more.
-    Lost(String),
-}
-
 impl GpioButton {
-    /// Requests the line; returns it with whether the button is held now.
-    fn open(&self) -> Result<(Request, bool, LineInfo), InputError> {
+    /// Requests the line; returns it with whether the button is held now, and what it is.
+    fn request(&self) -> Result<(Request, bool, LineInfo), InputError> {
         let (chip, info) = open_chip(&self.chip)?;
         let line = resolve_line(&chip, &info, &self.line)?;
         let found = line_info(&chip, &info, line);
@@ -169,87 +153,48 @@ impl GpioButton {
         let pressed = req.lone_value().map_err(gpio_err)? == Value::Active;
         Ok((req, pressed, found))
     }
-
-    fn watch(self, mut req: Request, mut held: bool, tx: Sender<InputEvent>) {
-        loop {
-            match forward(&req, &mut held, &tx) {
-                Stop::ReceiverGone => return,
-                Stop::Lost(why) => tracing::error!(
-                    chip = %self.chip, line = %self.line,
-                    "GPIO button lost: {why}; requesting the line again until it is back"
-                ),
-            }
-            drop(req);
-            // A button that is gone is not held: release it rather than record until the limit.
-            if held && send_edge(&tx, false, Instant::now()).is_err() {
-                return;
-            }
-            let (again, pressed) = self.reopen();
-            req = again;
-            if pressed && send_edge(&tx, true, Instant::now()).is_err() {
-                return;
-            }
-            held = pressed;
-        }
-    }
-
-    /// Requests the line until it works, pausing longer each time.
-    fn reopen(&self) -> (Request, bool) {
-        let mut backoff = Backoff::new();
-        let mut last_error = String::new();
-        loop {
-            backoff.sleep();
-            match self.open() {
-                Ok((req, pressed, _)) => {
-                    tracing::info!(chip = %self.chip, line = %self.line, "GPIO button is back");
-                    return (req, pressed);
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    // Say each new reason once; the same one again every few seconds is noise.
-                    if e != last_error {
-                        tracing::error!("GPIO button still unavailable: {e}");
-                    } else {
-                        tracing::debug!("GPIO button still unavailable: {e}");
-                    }
-                    last_error = e;
-                }
-            }
-        }
-    }
 }
 
-/// Sends the line's edges until it fails or nobody listens.
-fn forward(req: &Request, held: &mut bool, tx: &Sender<InputEvent>) -> Stop {
-    let size = req.edge_event_u64_size();
-    let mut buf = vec![0u64; size * EVENTS_PER_READ];
-    loop {
-        let words = match req.read_edge_events_into_slice(&mut buf) {
-            Ok(0) => return Stop::Lost("the line request was closed (end of file)".into()),
-            Ok(n) => n,
-            Err(e) => return Stop::Lost(e.to_string()),
-        };
-        let received = Instant::now();
-        let mut events = Vec::with_capacity(words / size);
-        for raw in buf[..words].chunks_exact(size) {
-            match req.edge_event_from_slice(raw) {
-                Ok(event) => events.push(event),
-                Err(e) => return Stop::Lost(format!("unreadable edge event: {e}")),
+impl Button for GpioButton {
+    type Handle = Request;
+    const SOURCE: &'static str = SOURCE;
+
+    fn describe(&self) -> String {
+        format!("GPIO button ({} line {})", self.chip, self.line)
+    }
+
+    fn open(&self) -> Result<(Request, bool), InputError> {
+        self.request().map(|(req, pressed, _)| (req, pressed))
+    }
+
+    /// Sends the line's edges until it fails or nobody listens.
+    fn forward(&self, req: &mut Request, held: &mut bool, tx: &Sender<InputEvent>) -> Stop {
+        let size = req.edge_event_u64_size();
+        let mut buf = vec![0u64; size * EVENTS_PER_READ];
+        loop {
+            let words = match req.read_edge_events_into_slice(&mut buf) {
+                Ok(0) => return Stop::Lost("the line request was closed (end of file)".into()),
+                Ok(n) => n,
+                Err(e) => return Stop::Lost(e.to_string()),
+            };
+            let received = Instant::now();
+            let mut events = Vec::with_capacity(words / size);
+            for raw in buf[..words].chunks_exact(size) {
+                match req.edge_event_from_slice(raw) {
+                    Ok(event) => events.push(event),
+                    Err(e) => return Stop::Lost(format!("unreadable edge event: {e}")),
+                }
             }
-        }
-        let Some(newest) = events.last().map(|e| e.timestamp_ns) else { continue };
-        for event in events {
-            let pressed = event.kind == EdgeKind::Rising;
-            if send_edge(tx, pressed, instant_of(received, newest, event.timestamp_ns)).is_err() {
-                return Stop::ReceiverGone;
+            let Some(newest) = events.last().map(|e| e.timestamp_ns) else { continue };
+            for event in events {
+                let pressed = event.kind == EdgeKind::Rising;
+                if send_edge(tx, SOURCE, pressed, instant_of(received, newest, event.timestamp_ns)).is_err() {
+                    return Stop::ReceiverGone;
+                }
+                *held = pressed;
             }
-            *held = pressed;
         }
     }
-}
-
-fn send_edge(tx: &Sender<InputEvent>, pressed: bool, at: Instant) -> Result<(), ()> {
-    tx.send(InputEvent::Edge { pressed, at, source: SOURCE }).map_err(|_| ())
 }
 
 /// The errno of an error from opening a chip, if it came from the OS.

@@ -11,6 +11,7 @@
 mod debounce;
 mod evdev_key;
 mod gpio;
+mod settings;
 mod socket;
 mod stdin;
 
@@ -18,11 +19,14 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{ButtonKind, InputConfig};
+use crossbeam_channel::Sender;
+
+use crate::retry::{self, Backoff};
 
 pub use debounce::Debouncer;
 pub use evdev_key::{list_devices, parse_key, spawn_evdev, InputDeviceInfo};
 pub use gpio::{find_line, list_chips, spawn_gpio, ChipInfo, LineInfo};
+pub use settings::{ButtonKind, Settings};
 pub use socket::{send, ControlSocket};
 pub use stdin::spawn_stdin;
 
@@ -39,10 +43,7 @@ pub enum InputEvent {
 
 /// Starts the hardware button `cfg.button` names, sending on `tx`; `None` when it names none
 /// (then the control socket, and stdin if asked for, are the only buttons).
-pub fn spawn_button(
-    cfg: &InputConfig,
-    tx: crossbeam_channel::Sender<InputEvent>,
-) -> Result<Option<JoinHandle<()>>, InputError> {
+pub fn spawn_button(cfg: &Settings, tx: Sender<InputEvent>) -> Result<Option<JoinHandle<()>>, InputError> {
     match cfg.button {
         ButtonKind::None => Ok(None),
         ButtonKind::Gpio => spawn_gpio(cfg, tx).map(Some),
@@ -134,9 +135,9 @@ pub enum InputError {
     #[error("control socket {path}: {message}", path = .path.display())]
     SocketProtocol { path: PathBuf, message: String },
 
-    #[error("cannot start the {what} thread: {source}")]
+    #[error("cannot start the thread of the {what}: {source}")]
     Thread {
-        what: &'static str,
+        what: String,
         #[source]
         source: std::io::Error,
     },
@@ -203,30 +204,78 @@ fn instant_of(received: Instant, newest_ns: u64, stamp_ns: u64) -> Instant {
     received.checked_sub(before).unwrap_or(received)
 }
 
-/// Pauses between attempts to get a lost device back: short at first (a glitch), growing to a
-/// few seconds (unplugged, driver reloading) so a missing device costs next to nothing.
-struct Backoff {
-    next: Duration,
+/// The longest pause between attempts to get a lost button back: a few seconds (unplugged,
+/// driver reloading) costs next to nothing, and a replugged button works soon enough.
+const REOPEN_MAX: Duration = Duration::from_secs(5);
+
+/// A hardware button: opened, read until it is lost, opened again. GPIO lines and input
+/// devices differ only in how they open and read; what a loss means is the same for both.
+trait Button: Send + 'static {
+    /// What the button is read through while open (a line request, an input device).
+    type Handle: Send;
+    /// The source its events carry.
+    const SOURCE: &'static str;
+    /// How the log names it, e.g. `GPIO button (tegra234-gpio PQ.05)`.
+    fn describe(&self) -> String;
+    /// Opens it; returns the handle and whether the button is held now.
+    fn open(&self) -> Result<(Self::Handle, bool), InputError>;
+    /// Sends the button's changes until it fails or nobody listens, keeping `held` current.
+    fn forward(&self, handle: &mut Self::Handle, held: &mut bool, tx: &Sender<InputEvent>) -> Stop;
 }
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
+/// Why forwarding stopped.
+enum Stop {
+    /// The receiver is gone: the appliance is shutting down.
+    ReceiverGone,
+    /// The button cannot be read any more.
+    Lost(String),
+}
 
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
+/// Starts `button`'s thread on the `handle` just opened. A button already held is sent as a
+/// press before this returns.
+fn start<B: Button>(
+    button: B,
+    handle: B::Handle,
+    pressed: bool,
+    tx: Sender<InputEvent>,
+    thread: &str,
+) -> Result<JoinHandle<()>, InputError> {
+    if pressed {
+        // A failed send means nobody listens; the thread notices on its first event.
+        let _ = send_edge(&tx, B::SOURCE, true, Instant::now());
     }
+    let what = button.describe();
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || watch(button, handle, pressed, tx))
+        .map_err(|source| InputError::Thread { what, source })
+}
 
-    /// The pause to take now; the next one is twice as long, up to [`Backoff::MAX`].
-    fn advance(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        now
+/// Forwards `button`'s changes until nobody listens. When it is lost that is logged, a held
+/// button is released (a vanished button is not held, and would otherwise record until the
+/// limit), and it is opened again with a growing pause; held when it is back, it is pressed.
+fn watch<B: Button>(button: B, mut handle: B::Handle, mut held: bool, tx: Sender<InputEvent>) {
+    let what = button.describe();
+    loop {
+        match button.forward(&mut handle, &mut held, &tx) {
+            Stop::ReceiverGone => return,
+            Stop::Lost(why) => tracing::error!("{what} lost: {why}; opening it again until it is back"),
+        }
+        drop(handle);
+        if held && send_edge(&tx, B::SOURCE, false, Instant::now()).is_err() {
+            return;
+        }
+        let (again, pressed) = retry::until_open(&what, &mut Backoff::new(REOPEN_MAX), || button.open());
+        handle = again;
+        if pressed && send_edge(&tx, B::SOURCE, true, Instant::now()).is_err() {
+            return;
+        }
+        held = pressed;
     }
+}
 
-    fn sleep(&mut self) {
-        std::thread::sleep(self.advance());
-    }
+fn send_edge(tx: &Sender<InputEvent>, source: &'static str, pressed: bool, at: Instant) -> Result<(), ()> {
+    tx.send(InputEvent::Edge { pressed, at, source }).map_err(|_| ())
 }
 
 #[cfg(test)]
@@ -242,16 +291,6 @@ mod tests {
         assert_eq!(instant_of(t, 5_000_000, 9_000_000), t);
         // A spread beyond a second is a clock step, not a burst.
         assert_eq!(instant_of(t, 5_000_000_000, 1_000_000_000), t);
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap() {
-        let mut b = Backoff::new();
-        let seen: Vec<Duration> = (0..8).map(|_| b.advance()).collect();
-        assert_eq!(seen[0], Backoff::FIRST);
-        assert_eq!(seen[1], Backoff::FIRST * 2);
-        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(*seen.last().unwrap(), Backoff::MAX);
     }
 
     #[test]

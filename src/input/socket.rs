@@ -128,7 +128,7 @@ impl ControlSocket {
                 .spawn(move || accept_loop(listener, shared, tx))
                 .map_err(|source| {
                     let _ = std::fs::remove_file(path);
-                    InputError::Thread { what: "control socket", source }
+                    InputError::Thread { what: "control socket".into(), source }
                 })?
         };
         tracing::info!(path = %path.display(), group = group.unwrap_or("(the process's)"), "control socket listening");

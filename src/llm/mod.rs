@@ -8,6 +8,7 @@ pub mod model;
 mod qlinear;
 pub mod rope;
 pub mod sampling;
+mod settings;
 pub mod synthetic;
 pub mod tokenizer;
 
@@ -17,6 +18,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 pub use model::{Llama, LlamaConfig, LoadError};
+pub use settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {

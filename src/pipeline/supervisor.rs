@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::messages::{Generation, RecorderCommand, StageEvent, TurnId};
 use super::thinking::TokenCount;
-use super::turn::{to_ms, Outcome, TurnRecord};
+use super::turn::{Outcome, TurnRecord};
+use crate::measure::round3;
 
 /// What the supervisor is told from outside: the button (already debounced), a status query,
 /// or the end.
@@ -255,7 +256,7 @@ impl Supervisor {
         };
         match event {
             StageEvent::Recorded { at, audio_s, capped, .. } => {
-                r.recorded_s = to_ms(audio_s);
+                r.recorded_s = round3(audio_s);
                 r.capped = capped;
                 r.stt_pending = true;
                 if self.listening.is_some_and(|l| l.0 == turn) {
@@ -288,7 +289,7 @@ impl Supervisor {
             }
             StageEvent::Played { at, samples, rate, .. } => {
                 if rate > 0 {
-                    r.reply_audio_s = to_ms(samples as f64 / rate as f64);
+                    r.reply_audio_s = round3(samples as f64 / rate as f64);
                 }
                 if self.active == Some(turn) {
                     r.done_s = r.since_release(at);

