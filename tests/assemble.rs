@@ -65,6 +65,15 @@ fn a_configured_file_that_is_missing_names_its_key() {
 }
 
 #[test]
+fn a_voice_that_cannot_be_found_falls_back_to_espeak_saying_why() {
+    let a = assembly(config("[tts]\nvoice = \"/nonexistent/voice.onnx.json\"\n"));
+    let speaker = a.speaker(None, &a.config.tts).unwrap();
+    assert_eq!(speaker.engine_name(), "espeak-ng");
+    let reason = speaker.fallback_reason().unwrap();
+    assert!(reason.contains("/nonexistent/voice.onnx.json") && reason.contains("(set by tts.voice)"), "{reason}");
+}
+
+#[test]
 fn a_set_that_is_not_pulled_says_how_to_pull_it() {
     let a = assembly(config("[models]\nset = \"default\"\n"));
     let e = wick::appliance::assemble::error_chain(&a.llm_path(None).unwrap_err());

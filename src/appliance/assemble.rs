@@ -235,14 +235,10 @@ impl Assembly {
     /// to answer out loud. Fails only when the compute device cannot be opened.
     pub fn speaker(&self, voice: Option<&Path>, settings: &crate::tts::Settings) -> Result<Speaker, AssembleError> {
         let device = self.device()?;
-        let voice = match self.voice_path(voice) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!("{}", error_chain(&e));
-                None
-            }
-        };
-        Ok(Speaker::open(voice.as_deref(), settings, device))
+        Ok(match self.voice_path(voice) {
+            Ok(path) => Speaker::open(Some(&path), settings, device),
+            Err(e) => Speaker::fallback(settings, error_chain(&e)),
+        })
     }
 
     /// Whisper, the language model with a fresh conversation (its system prompt prefilled now,

@@ -66,9 +66,7 @@ impl Speaker {
     /// is none or it fails to load: the appliance must always be able to answer out loud.
     pub fn open(voice: Option<&Path>, settings: &Settings, device: &Device) -> Self {
         let Some(path) = voice else {
-            let reason = "no neural voice is configured".to_string();
-            tracing::warn!("{reason}: speaking with espeak-ng");
-            return Self::espeak(settings, reason);
+            return Self::fallback(settings, "no neural voice is configured".into());
         };
         match Self::neural(path, settings, device) {
             Ok(speaker) => speaker,
@@ -97,6 +95,13 @@ impl Speaker {
             v => v.to_string(),
         };
         Ok(Speaker { engine: Engine::Neural { voice: Box::new(voice), options }, espeak_voice, fallback_reason: None })
+    }
+
+    /// espeak-ng's own voice, for when there is no neural voice to load; `reason` says why
+    /// (it is logged and kept).
+    pub fn fallback(settings: &Settings, reason: String) -> Self {
+        tracing::warn!("{reason}: speaking with espeak-ng");
+        Self::espeak(settings, reason)
     }
 
     fn espeak(settings: &Settings, reason: String) -> Self {
