@@ -9,6 +9,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Peak resident set size of this process in MiB, as every benchmark reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64)
+}
+
 /// Rounded to three decimals: seconds to the millisecond, the precision of every report.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

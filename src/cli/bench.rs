@@ -8,16 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use wick::appliance::assemble::Assembly;
-use wick::measure::{peak_rss_bytes, round3};
+use wick::measure::{peak_rss_mib, round3};
 use wick::{llm, stt, tts};
 
 use super::args::{SttFilesArgs, VoiceArgs};
 use super::say::open_speaker;
-
-/// Peak resident memory so far, in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64)
-}
 
 pub fn stt(assembly: &Assembly, args: SttFilesArgs) -> Result<ExitCode> {
     let load_start = Instant::now();

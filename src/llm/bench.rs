@@ -74,6 +74,6 @@ pub fn run(
         gen_tokens,
         gen_tok_s: gen_tokens as f64 / gen_s,
         answer_50_s,
-        peak_rss_mb: crate::measure::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+        peak_rss_mb: crate::measure::peak_rss_mib(),
     })
 }
