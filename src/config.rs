@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(c.stt.temperatures, d.stt.temperatures);
         assert_eq!(c.stt.no_speech_threshold, d.stt.no_speech_threshold);
         assert_eq!(c.stt.max_tokens, d.stt.max_tokens);
-        assert_eq!(c.stt.silence_threshold_dbfs, d.stt.silence_threshold_dbfs);
+        assert_eq!(c.stt.vad_threshold, d.stt.vad_threshold);
         assert_eq!(c.runtime.threads, d.runtime.threads);
         assert_eq!(c.runtime.device, d.runtime.device);
         assert_eq!(c.audio.capture.device, d.audio.capture.device);
@@ -183,7 +183,8 @@ mod tests {
             ("[stt]\ntemperatures = []\n", "stt.temperatures"),
             ("[stt]\nlanguage = \"English\"\n", "stt.language"),
             ("[stt]\nmax_tokens = 0\n", "stt.max_tokens"),
-            ("[stt]\nsilence_threshold_dbfs = 3.0\n", "stt.silence_threshold_dbfs"),
+            ("[stt]\nmax_gain_db = 90.0\n", "stt.max_gain_db"),
+            ("[stt]\nvad_threshold = 1.5\n", "stt.vad_threshold"),
             ("[tts]\nlength_scale = 0.0\n", "tts.length_scale"),
             ("[tts]\nespeak_voice = \" \"\n", "tts.espeak_voice"),
             ("[runtime]\nthreads = 100000\n", "runtime.threads"),

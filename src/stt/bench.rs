@@ -29,7 +29,7 @@ impl Row {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "file": self.name, "audio_s": round3(self.audio_s), "total_s": round3(self.total_s), "rtf": round3(self.rtf()),
-            "front_end_s": round3(self.timings.front_end_s), "encoder_s": round3(self.timings.encoder_s),
+            "vad_s": round3(self.timings.vad_s), "front_end_s": round3(self.timings.front_end_s), "encoder_s": round3(self.timings.encoder_s),
             "decoder_s": round3(self.timings.decoder_s), "windows": self.timings.windows, "tokens": self.timings.tokens,
         })
     }
@@ -50,6 +50,7 @@ pub fn total(rows: &[Row]) -> Row {
         audio_s: rows.iter().map(|r| r.audio_s).sum(),
         total_s: rows.iter().map(|r| r.total_s).sum(),
         timings: rows.iter().fold(SttTimings::default(), |mut acc, r| {
+            acc.vad_s += r.timings.vad_s;
             acc.front_end_s += r.timings.front_end_s;
             acc.encoder_s += r.timings.encoder_s;
             acc.decoder_s += r.timings.decoder_s;

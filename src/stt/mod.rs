@@ -1,11 +1,14 @@
-//! Speech to text: Whisper on Candle. Audio (16 kHz mono) goes through the log-mel front end,
-//! the encoder runs once per 30 s window, and the decoder writes text token by token with a
-//! cached self-attention state. Longer audio is cut into windows at quiet moments.
+//! Speech to text: Whisper on Candle. A voice activity detector finds the speech in the audio
+//! (16 kHz mono); only that part, brought to a speaking level, goes through the log-mel front
+//! end, the encoder (once per 30 s window) and the decoder, which writes text token by token
+//! with a cached self-attention state. Longer audio is cut into windows at quiet moments.
 
+pub mod activity;
 pub mod bench;
 pub mod config;
 pub mod ct2;
 pub mod decode;
+pub mod level;
 pub mod mel;
 pub mod model;
 pub mod normalize;
@@ -21,6 +24,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
+use self::activity::ActivityOptions;
 use self::config::WhisperConfig;
 use self::decode::{DecodeOptions, WindowDecoder, WindowResult};
 use self::mel::{MelFilters, WINDOW_FRAMES};
@@ -53,34 +57,35 @@ pub struct SttOptions {
     /// Language code for multilingual models; `None` detects it per window. Ignored by
     /// English-only models.
     pub language: Option<String>,
-    /// A window whose loudest 100 ms stays below this level (dB relative to full scale) is
-    /// silence and never reaches the model: Whisper tends to "hear" a word in room noise.
-    pub silence_threshold_dbfs: f32,
+    /// What counts as speech; only speech reaches the model.
+    pub activity: ActivityOptions,
+    /// The level (loudest 100 ms, dBFS) speech is brought to before Whisper hears it, within
+    /// the activity's gain ceiling.
+    pub speech_level_dbfs: f32,
     pub decode: DecodeOptions,
 }
 
 impl Default for SttOptions {
     fn default() -> Self {
-        Self { language: None, silence_threshold_dbfs: DEFAULT_SILENCE_DBFS, decode: DecodeOptions::default() }
+        Self {
+            language: None,
+            activity: ActivityOptions::default(),
+            speech_level_dbfs: DEFAULT_SPEECH_LEVEL_DBFS,
+            decode: DecodeOptions::default(),
+        }
     }
 }
 
-/// Speech peaks sit around -25..-10 dBFS; the quiet rooms of the dev clips sit below -47.
-pub const DEFAULT_SILENCE_DBFS: f32 = -50.0;
-
-/// Level in dBFS of the loudest 100 ms block of `samples` (16 kHz).
-pub fn peak_level_dbfs(samples: &[f32]) -> f32 {
-    const BLOCK: usize = 1_600;
-    let loudest = samples
-        .chunks(BLOCK)
-        .map(|b| (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).sqrt())
-        .fold(0.0f32, f32::max);
-    20.0 * loudest.max(1e-10).log10()
-}
+/// The dev clips' loudest 100 ms sit at -22..-13 dBFS as recorded. Speech is brought to the
+/// bottom of that range: on the dev set, tiny.en's words change least there (a few dB either
+/// way flips knife-edge words such as "ill-disposed"), and a loud voice is only made quieter.
+pub const DEFAULT_SPEECH_LEVEL_DBFS: f32 = -22.0;
 
 /// Where the time of one transcription went.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SttTimings {
+    /// Finding the speech (voice activity).
+    pub vad_s: f64,
     pub front_end_s: f64,
     pub encoder_s: f64,
     pub decoder_s: f64,
@@ -94,6 +99,10 @@ pub struct Transcript {
     pub language: Option<String>,
     pub windows: Vec<WindowResult>,
     pub timings: SttTimings,
+    /// Seconds of audio Whisper heard: the speech and its margins (0 when none was found).
+    pub speech_s: f64,
+    /// The gain the speech was heard with, in dB (0 when none was found).
+    pub gain_db: f32,
 }
 
 pub struct Transcriber {
@@ -149,7 +158,43 @@ impl Transcriber {
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript, SttError> {
         let mut timings = SttTimings::default();
         let t0 = Instant::now();
-        let mel = mel::log_mel(samples, &self.filters);
+        let activity = &self.options.activity;
+        let speech = activity::find_speech(samples, activity);
+        let pad = activity.pad_ms as usize * mel::SAMPLE_RATE / 1_000;
+        timings.vad_s = t0.elapsed().as_secs_f64();
+        // The cut is put on the mel hop grid of the whole recording, so the frames Whisper sees
+        // are those it would have seen untrimmed.
+        let Some(extent) = speech.extent(pad, samples.len()).map(|e| e.start / mel::HOP * mel::HOP..e.end) else {
+            tracing::debug!(audio_s = samples.len() as f64 / mel::SAMPLE_RATE as f64, "no speech found");
+            return Ok(Transcript {
+                text: String::new(),
+                language: None,
+                windows: Vec::new(),
+                timings,
+                speech_s: 0.0,
+                gain_db: 0.0,
+            });
+        };
+        let gain_db = level::gain_db(
+            level::loudest_block_dbfs(&samples[extent.clone()]),
+            self.options.speech_level_dbfs,
+            activity.max_gain_db,
+        );
+        // Speech that starts right at the beginning gets the margin in silence, so Whisper
+        // always hears it the same way: its words can change with where in the window the
+        // speech begins.
+        let lead = pad.saturating_sub(speech.spans[0].start) / mel::HOP * mel::HOP;
+        let mut audio = vec![0.0; lead];
+        audio.extend(level::amplified(&samples[extent.clone()], gain_db));
+        tracing::debug!(
+            from_s = extent.start as f64 / mel::SAMPLE_RATE as f64,
+            to_s = extent.end as f64 / mel::SAMPLE_RATE as f64,
+            gain_db,
+            "speech found"
+        );
+
+        let t0 = Instant::now();
+        let mel = mel::log_mel(&audio, &self.filters);
         let loudness = mel.frame_loudness();
         timings.front_end_s = t0.elapsed().as_secs_f64();
 
@@ -159,17 +204,18 @@ impl Transcriber {
         let mut seek = 0;
         while seek < mel.content_frames {
             let end = window_end(&loudness, seek, mel.content_frames);
-            let window_audio = &samples[seek * mel::HOP..(end * mel::HOP).min(samples.len())];
-            let level = peak_level_dbfs(window_audio);
-            if level < self.options.silence_threshold_dbfs {
-                tracing::debug!(seek_s = seek as f32 / 100.0, level_dbfs = level, "window below the silence threshold");
+            // A window of a long recording with no speech in it is not worth the encoder.
+            let in_recording = (extent.start + seek * mel::HOP).saturating_sub(lead)
+                ..(extent.start + end * mel::HOP).saturating_sub(lead);
+            if !speech.overlaps(&in_recording) {
+                tracing::debug!(seek_s = seek as f32 / 100.0, "window without speech");
                 windows.push(WindowResult::silence());
                 seek = end;
                 continue;
             }
             let t = Instant::now();
-            let audio = self.model.encode(&mel.window(seek, end))?;
-            let mut state = self.model.start_decoding(&audio)?;
+            let encoded = self.model.encode(&mel.window(seek, end))?;
+            let mut state = self.model.start_decoding(&encoded)?;
             timings.encoder_s += t.elapsed().as_secs_f64();
 
             let t = Instant::now();
@@ -192,7 +238,8 @@ impl Transcriber {
         }
         timings.windows = windows.len();
         let text = windows.iter().map(|w| w.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-        Ok(Transcript { text, language, windows, timings })
+        let speech_s = audio.len() as f64 / mel::SAMPLE_RATE as f64;
+        Ok(Transcript { text, language, windows, timings, speech_s, gain_db })
     }
 
     /// The start of the decoder's input: `<|startoftranscript|>`, and for multilingual models
@@ -261,14 +308,5 @@ mod tests {
         let flat = vec![0.0f32; 7000];
         let end = window_end(&flat, 0, 7000);
         assert!(end > 2500 && end <= WINDOW_FRAMES);
-    }
-
-    #[test]
-    fn peak_level_finds_the_loudest_block() {
-        let mut samples = vec![1e-4f32; 16_000];
-        assert!((peak_level_dbfs(&samples) + 80.0).abs() < 0.1);
-        samples[8_000..9_600].iter_mut().for_each(|s| *s = 0.1);
-        assert!((peak_level_dbfs(&samples) + 20.0).abs() < 0.1);
-        assert!(peak_level_dbfs(&[]) <= -200.0);
     }
 }

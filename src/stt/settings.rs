@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::activity::ActivityOptions;
 use super::decode::DecodeOptions;
-use super::{SttOptions, DEFAULT_SILENCE_DBFS};
+use super::{SttOptions, DEFAULT_SPEECH_LEVEL_DBFS};
 use crate::settings::{Checked, Invalid};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,13 +21,26 @@ pub struct Settings {
     pub logprob_threshold: f32,
     pub no_speech_threshold: f32,
     pub max_tokens: usize,
-    /// Windows quieter than this (loudest 100 ms, dBFS) are silence and skip the model.
-    pub silence_threshold_dbfs: f32,
+    /// Voice activity score (0..1) from which a frame may be speech.
+    pub vad_threshold: f32,
+    /// The shortest speech that counts, in milliseconds.
+    pub min_speech_ms: u32,
+    /// Audio kept around the speech, in milliseconds.
+    pub speech_pad_ms: u32,
+    /// The level speech is brought to before Whisper hears it (loudest 100 ms, dBFS).
+    pub speech_level_dbfs: f32,
+    /// The most a quiet recording is amplified, in dB.
+    pub max_gain_db: f32,
+    /// Removed: the fixed level gate gave way to voice activity detection. Still read so that
+    /// an older configuration keeps working; a warning says to remove it.
+    #[serde(rename = "silence_threshold_dbfs")]
+    pub removed_silence_threshold_dbfs: Option<f32>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let d = DecodeOptions::default();
+        let a = ActivityOptions::default();
         Self {
             model_dir: None,
             language: "en".into(),
@@ -35,7 +49,12 @@ impl Default for Settings {
             logprob_threshold: d.logprob_threshold,
             no_speech_threshold: d.no_speech_threshold,
             max_tokens: d.max_tokens,
-            silence_threshold_dbfs: DEFAULT_SILENCE_DBFS,
+            vad_threshold: a.threshold,
+            min_speech_ms: a.min_speech_ms,
+            speech_pad_ms: a.pad_ms,
+            speech_level_dbfs: DEFAULT_SPEECH_LEVEL_DBFS,
+            max_gain_db: a.max_gain_db,
+            removed_silence_threshold_dbfs: None,
         }
     }
 }
@@ -80,13 +99,31 @@ impl Settings {
                 format!("is {}; use 1..=440 (the decoder holds 448 positions)", self.max_tokens),
             ));
         }
-        if !(-120.0..=0.0).contains(&self.silence_threshold_dbfs) {
+        if !(0.05..=0.95).contains(&self.vad_threshold) {
             return Err(Invalid::new(
-                "silence_threshold_dbfs",
-                format!(
-                    "is {}; use a level in -120.0..=0.0 dBFS (-120 turns the gate off)",
-                    self.silence_threshold_dbfs
-                ),
+                "vad_threshold",
+                format!("is {}; use a score in 0.05..=0.95 (0.5 is the detector's own default)", self.vad_threshold),
+            ));
+        }
+        if !(16..=2_000).contains(&self.min_speech_ms) {
+            return Err(Invalid::new(
+                "min_speech_ms",
+                format!("is {}; use 16..=2000 ms (a short word lasts about 150 ms)", self.min_speech_ms),
+            ));
+        }
+        if self.speech_pad_ms > 2_000 {
+            return Err(Invalid::new("speech_pad_ms", format!("is {}; use 0..=2000 ms", self.speech_pad_ms)));
+        }
+        if !(-40.0..=-3.0).contains(&self.speech_level_dbfs) {
+            return Err(Invalid::new(
+                "speech_level_dbfs",
+                format!("is {}; use a level in -40.0..=-3.0 dBFS", self.speech_level_dbfs),
+            ));
+        }
+        if !(0.0..=60.0).contains(&self.max_gain_db) {
+            return Err(Invalid::new(
+                "max_gain_db",
+                format!("is {}; use 0.0..=60.0 dB (0 never amplifies)", self.max_gain_db),
             ));
         }
         Ok(())
@@ -94,9 +131,21 @@ impl Settings {
 
     /// How the transcriber decodes with these settings.
     pub fn options(&self) -> SttOptions {
+        if let Some(level) = self.removed_silence_threshold_dbfs {
+            tracing::warn!(
+                "stt.silence_threshold_dbfs = {level} is no longer used (a voice activity detector decides what \
+                 is speech): remove it; stt.vad_threshold and stt.max_gain_db tune the detector"
+            );
+        }
         SttOptions {
             language: (self.language != "auto").then(|| self.language.clone()),
-            silence_threshold_dbfs: self.silence_threshold_dbfs,
+            activity: ActivityOptions {
+                threshold: self.vad_threshold,
+                min_speech_ms: self.min_speech_ms,
+                pad_ms: self.speech_pad_ms,
+                max_gain_db: self.max_gain_db,
+            },
+            speech_level_dbfs: self.speech_level_dbfs,
             decode: DecodeOptions {
                 temperatures: self.temperatures.clone(),
                 compression_ratio_threshold: self.compression_ratio_threshold,

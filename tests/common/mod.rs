@@ -90,13 +90,15 @@ pub fn run(cmd: &mut Command) -> (Output, String, String) {
 }
 
 /// Writes mono 16-bit PCM at `rate`.
+/// Writes 16-bit PCM, rounding to the nearest step as a converter does (truncation would add
+/// a dead zone around zero that swallows quiet signals).
 pub fn write_wav_i16(path: &Path, samples: &[f32], rate: u32, channels: u16) {
     let spec =
         hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for &s in samples {
         for _ in 0..channels {
-            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16).unwrap();
+            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).unwrap();
         }
     }
     w.finalize().unwrap();
