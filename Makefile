@@ -79,8 +79,13 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs (stable), then run make again"; exit 1; }
 
+# Cargo features of the build. `make test` adds fault-injection (tests/faults.rs makes stages
+# panic and hang on demand) to every build it makes, so one binary serves the whole run;
+# `make build` and `make demo` never have it.
+FEATURES ?=
+
 build: deps
-	$(CARGO) build --release
+	$(CARGO) build --release $(FEATURES)
 
 models: build
 	$(WICK) --models-dir $(MODELS_DIR) models pull --set test
@@ -102,8 +107,9 @@ $(PIPER_REF)/manifest.json: | models
 	$(PIPER_TOOL)/build.sh $(PIPER_REF) $(MODELS_DIR)/$(JOE_JSON) $(PIPER_IDS) $(PIPER_VENV)
 
 # Tests run in release: they drive real models, and one profile keeps the 2-core build short.
+test: FEATURES = --features fault-injection
 test: models piper-reference
-	$(CARGO) test --release
+	$(CARGO) test --release $(FEATURES)
 
 clean-models:
 	rm -rf $(MODELS_DIR)

@@ -39,19 +39,38 @@ pub struct Config {
 }
 
 /// The `[runtime]` table: what all three engines share.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// CPU threads for inference; 0 uses every core.
     pub threads: usize,
     /// Compute device: "cpu", "cuda", "cuda:N", or "auto" (CUDA when built with it and present).
     pub device: DeviceChoice,
+    /// A stage silent this long (seconds) is stuck: the turn ends and wick exits for systemd to
+    /// restart it.
+    pub stage_stall_s: f64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self { threads: 0, device: DeviceChoice::default(), stage_stall_s: 20.0 }
+    }
 }
 
 impl Runtime {
     fn check(&self) -> Checked {
         if self.threads > 1024 {
             return Err(Invalid::new("threads", format!("is {}; use 0 for all cores or a core count", self.threads)));
+        }
+        if !(1.0..=600.0).contains(&self.stage_stall_s) {
+            return Err(Invalid::new(
+                "stage_stall_s",
+                format!(
+                    "is {}; use 1..=600 seconds, longer than the slowest step (a 30 s window of Whisper, a \
+                     voice chunk)",
+                    self.stage_stall_s
+                ),
+            ));
         }
         Ok(())
     }
@@ -99,7 +118,8 @@ impl Config {
         Ok(())
     }
 
-    /// The pipeline's timing, from `[input]`: what a press means and how long one may record.
+    /// The pipeline's timing, from `[input]` (what a press means and how long one may record)
+    /// and `[runtime]` (when a stage is stuck).
     pub fn pipeline_settings(&self) -> pipeline::Settings {
         let i = &self.input;
         pipeline::Settings {
@@ -108,6 +128,7 @@ impl Config {
                 max_record: Duration::from_secs_f64(i.max_record_s),
             },
             tap: Duration::from_millis(i.tap_ms),
+            stall: Duration::from_secs_f64(self.runtime.stage_stall_s),
         }
     }
 }

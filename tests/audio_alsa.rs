@@ -219,14 +219,9 @@ fn capture_from_a_fifo_blocks_until_the_writer_sends_a_period() {
     };
     let expect = |k: usize| chunk(k).iter().map(|&v| v as f32 / 32768.0).collect::<Vec<_>>();
 
+    // Each read returns exactly the period written for it: a read that did not wait for its
+    // period would return silence (reads zero their buffer) or the previous one, not chunk k.
     for k in 0..single {
-        if k > 0 {
-            // The reader is waiting for us: nothing arrives until the next period is written.
-            assert!(
-                matches!(rx.recv_timeout(Duration::from_millis(150)), Err(mpsc::RecvTimeoutError::Timeout)),
-                "a read returned before its period was written"
-            );
-        }
         writer.write_all(&s16_le(chunk(k))).unwrap();
         assert_eq!(next(&format!("period {k}")), expect(k));
     }
@@ -369,8 +364,9 @@ fn reopening_capture_keeps_retrying_a_missing_device() {
     for _ in 0..15 {
         let start = Instant::now();
         assert!(!mic.read(&mut out).unwrap(), "no device, no audio");
-        // About 100 ms; the bound only catches a read that waits for the device instead.
-        assert!(start.elapsed() < Duration::from_secs(2), "a read without a device took {:?}", start.elapsed());
+        // About 100 ms. A read that waited for the device instead would never return (it is
+        // never plugged in), so a bound far beyond any stall of a loaded CI machine cannot flake.
+        assert!(start.elapsed() < Duration::from_secs(30), "a read without a device took {:?}", start.elapsed());
         match state_of(&state) {
             DeviceState::Unavailable { error, retry_in_s } => {
                 assert!(error.contains("wick_test_no_such_pcm") && error.contains("audio.capture.device"), "{error}");
@@ -449,7 +445,8 @@ fn a_device_that_fails_while_playing_is_gone_and_reopened() {
     assert!(!spk.write(&period).unwrap());
     spk.stop().unwrap();
     spk.drain().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // Waiting for the missing device would never end: 30 s is a bound no CI stall reaches.
+    assert!(start.elapsed() < Duration::from_secs(30));
     // After the backoff the next write reopens it.
     std::thread::sleep(Duration::from_millis(300));
     assert!(spk.write(&period).unwrap(), "reopened: {:?}", state_of(&state));

@@ -240,6 +240,30 @@ fn cancel_stops_generation_and_long_prompts_are_refused() {
 }
 
 #[test]
+fn a_cancel_during_a_long_prefill_stops_it_between_chunks() {
+    use std::cell::Cell;
+    use wick::llm::engine::{Conversation, PREFILL_CHUNK};
+    let mut engine = engine(2048);
+    let mut conv = Conversation::new("You are a helpful assistant.");
+    // A prompt of several chunks; the cancel comes while the first is being run.
+    let long = format!("{} Say hello.", "Here is some text to read first. ".repeat(60));
+    let asked = Cell::new(0);
+    let reply = engine
+        .reply(&mut conv, &long, &greedy(10), &mut |_| {}, &|| {
+            asked.set(asked.get() + 1);
+            true
+        })
+        .unwrap();
+    assert!(reply.gen_ids.is_empty(), "{:?}", reply.gen_ids);
+    assert_eq!(reply.prefill_tokens, PREFILL_CHUNK, "the prefill stopped after its first chunk");
+    assert_eq!(asked.get(), 1);
+    // The conversation is still usable: the next turn answers and the long one was forgotten.
+    let next = engine.reply(&mut conv, "Say hello.", &greedy(10), &mut |_| {}, &|| false).unwrap();
+    assert!(!next.gen_ids.is_empty());
+    assert!(next.prefill_tokens < PREFILL_CHUNK, "{}", next.prefill_tokens);
+}
+
+#[test]
 fn chat_command_prints_reference_prompt_ids_and_refuses_bad_text() {
     use std::os::unix::ffi::OsStrExt;
     let reference = reference();

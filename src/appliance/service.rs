@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use super::assemble::Engines;
 use super::devices::{AlsaLoudspeaker, AlsaMicrophone};
 use super::notify::Notifier;
+use super::turn_log::TurnLog;
 use crate::audio::DeviceState;
 use crate::config::Config;
 use crate::input::{ControlSocket, Debouncer, InputEvent};
@@ -72,15 +73,17 @@ pub fn run(config: &Config, engines: Engines, notifier: Notifier, stdin: bool) -
         }
     };
     let hooks = Hooks {
-        on_turn: Box::new(|record| {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", record.json());
-            let _ = out.flush();
+        on_turn: Box::new({
+            let mut log = TurnLog::start(std::io::stdout()).context("starting the turn log")?;
+            move |record| log.record(record)
         }),
         on_state: Box::new({
             let notifier = notifier.clone();
             move |state| notifier.borrow().status(&state.to_string())
+        }),
+        on_failure: Box::new({
+            let notifier = notifier.clone();
+            move |failure| notifier.borrow().status(&format!("failed: {failure}"))
         }),
         status: Box::new({
             let notifier = notifier.clone();
@@ -94,9 +97,13 @@ pub fn run(config: &Config, engines: Engines, notifier: Notifier, stdin: bool) -
             let notifier = notifier.clone();
             let mut stopping = false;
             let mut waiting_since: Option<Instant> = None;
-            move || {
+            move |healthy| {
                 let mut n = notifier.borrow_mut();
-                n.tick(Instant::now());
+                // The watchdog is fed only while every stage shows life: a stuck stage makes
+                // systemd restart wick even if wick itself could not notice.
+                if healthy {
+                    n.tick(Instant::now());
+                }
                 if !n.is_ready() {
                     if ready_check() {
                         n.ready("idle");
@@ -116,11 +123,13 @@ pub fn run(config: &Config, engines: Engines, notifier: Notifier, stdin: bool) -
     };
     let stages = engines.into_stages(Box::new(microphone), Box::new(loudspeaker));
     let mut pipeline = Pipeline::start(stages, config.pipeline_settings(), hooks, false);
-    pipeline.run(&controls_rx, false);
+    let ended = pipeline.run(&controls_rx, false);
     notifier.borrow().stopping();
     pipeline.shutdown();
     drop(socket);
-    Ok(())
+    ended
+        .map(|_| ())
+        .map_err(|failure| anyhow::anyhow!("{failure}; exiting so that systemd restarts wick (Restart=on-failure)"))
 }
 
 /// Turns the sources' raw edges into debounced presses and releases for the supervisor.

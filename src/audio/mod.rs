@@ -14,7 +14,7 @@ mod wav;
 pub use devices::{CardInfo, PcmHint};
 pub use pcm::{Capture, CaptureKind, Direction, PcmError, PcmFormat, Playback, PlaybackKind, Stream, StreamKind};
 pub use reopen::{DeviceState, Reopening, ReopeningCapture, ReopeningPlayback};
-pub use resample::resample;
+pub use resample::{resample, Converter, ResampleError};
 pub use settings::{PcmSettings, SampleFormat, Settings};
 pub use wav::{read_wav_mono, write_wav_mono_f32, write_wav_mono_i16, AudioError, MonoAudio};
 

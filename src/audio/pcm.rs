@@ -14,6 +14,10 @@ use super::settings::{PcmSettings, SampleFormat, Settings};
 
 /// The rate asked for when the device leaves it open (the `null` and `file` plugins, `plughw:`).
 const PREFERRED_RATE: u32 = 48_000;
+/// A running device that neither delivers nor takes a period in this long is stalled (a
+/// wedged USB device, a driver that stopped its clock): it is reported and reopened like an
+/// unplugged one, instead of blocking its stage forever.
+const STALL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Formats tried in order when `format` is not configured: exact integers first, as devices
 /// produce them natively.
 const FORMAT_PREFERENCE: [SampleFormat; 3] = [SampleFormat::S16, SampleFormat::S32, SampleFormat::F32];
@@ -429,6 +433,33 @@ impl Device {
     }
 
     /// Gets a stream out of DRAINING/SETUP/XRUN and ready for the next transfer.
+    /// Waits until a running device can take or give a period, for at most [`STALL`].
+    fn wait_ready(&mut self, what: &str) -> Result<(), PcmError> {
+        if self.pcm.state() != State::Running {
+            // Not started (capture starts with its first read) or needing recovery: the
+            // transfer itself starts it or reports what is wrong.
+            return Ok(());
+        }
+        match alsa_said(|| self.pcm.wait(Some(STALL.as_millis() as u32))) {
+            (Ok(true), _) => Ok(()),
+            (Ok(false), _) => Err(self.stalled(what)),
+            // An xrun or a suspend shows here first; the transfer recovers from it.
+            (Err(_), _) => Ok(()),
+        }
+    }
+
+    fn stalled(&self, what: &str) -> PcmError {
+        PcmError::Gone {
+            device: self.name.clone(),
+            message: format!(
+                "{} stalled while {what}: nothing moved for {} s; wick reopens it (check the cable and `{}`)",
+                self.direction,
+                STALL.as_secs(),
+                self.direction.list_command()
+            ),
+        }
+    }
+
     fn prepare(&mut self) -> Result<(), PcmError> {
         let (prepared, said) = alsa_said(|| self.pcm.prepare());
         prepared.map_err(|e| self.failure("preparing", &e, &said))
@@ -499,6 +530,7 @@ impl Capture {
         let frame_bytes = self.dev.format.frame_bytes();
         let mut filled = 0;
         while filled < self.raw.len() {
+            self.dev.wait_ready("capturing")?;
             let (result, said) = alsa_said(|| self.dev.pcm.io_bytes().readi(&mut self.raw[filled..]));
             match result {
                 Ok(frames) => filled += frames * frame_bytes,
@@ -523,6 +555,7 @@ impl Playback {
             convert::encode_mono(f.format, f.channels as usize, chunk, &mut self.raw[..bytes]);
             let mut done = 0;
             while done < bytes {
+                self.dev.wait_ready("playing")?;
                 let (result, said) = alsa_said(|| self.dev.pcm.io_bytes().writei(&self.raw[done..bytes]));
                 match result {
                     Ok(frames) => done += frames * frame_bytes,
@@ -540,25 +573,57 @@ impl Playback {
         self.dev.prepare()
     }
 
-    /// Blocks until everything queued has played, then is ready to play again.
+    /// Waits until everything queued has played, then is ready to play again. Not ALSA's own
+    /// drain, which blocks without a deadline: the queue is watched, and a device that stops
+    /// taking audio is reported as stalled.
     pub fn drain(&mut self) -> Result<(), PcmError> {
-        match self.dev.pcm.state() {
+        let pcm = &self.dev.pcm;
+        match pcm.state() {
             // Nothing left to play: the xrun already emptied the buffer.
             State::XRun => return self.dev.prepare(),
             State::Suspended => {
-                let (recovered, said) = alsa_said(|| self.dev.pcm.recover(nix::libc::ESTRPIPE, true));
+                let (recovered, said) = alsa_said(|| pcm.recover(nix::libc::ESTRPIPE, true));
                 return recovered.map_err(|e| self.dev.failure("resuming", &e, &said));
+            }
+            // Fewer frames than the start threshold are queued: start, so that they play.
+            State::Prepared => {
+                let (started, said) = alsa_said(|| pcm.start());
+                if let Err(e) = started {
+                    return Err(self.dev.failure("starting", &e, &said));
+                }
             }
             _ => {}
         }
+        let buffer = match alsa_said(|| pcm.hw_params_current().and_then(|h| h.get_buffer_size())) {
+            (Ok(b), _) => b,
+            (Err(e), said) => return Err(self.dev.failure("reading the buffer size", &e, &said)),
+        };
+        let rate = self.dev.format.rate.max(1) as u64;
+        let period = std::time::Duration::from_millis((self.dev.format.period_frames as u64 * 1000 / rate).max(1));
+        let mut last_avail = -1;
+        let mut progress_at = std::time::Instant::now();
         loop {
-            let (drained, said) = alsa_said(|| self.dev.pcm.drain());
-            match drained {
-                Ok(()) => break,
-                Err(e) if e.errno() == nix::libc::EINTR => continue,
-                Err(e) => return Err(self.dev.failure("draining", &e, &said)),
+            if pcm.state() != State::Running {
+                break;
             }
+            let avail = match alsa_said(|| pcm.avail_update()) {
+                (Ok(a), _) => a,
+                // An underrun at the end is the queue running dry: played.
+                (Err(e), _) if e.errno() == nix::libc::EPIPE => break,
+                (Err(e), said) => return Err(self.dev.failure("draining", &e, &said)),
+            };
+            if avail >= buffer {
+                break;
+            }
+            if avail != last_avail {
+                (last_avail, progress_at) = (avail, std::time::Instant::now());
+            } else if progress_at.elapsed() > STALL {
+                return Err(self.dev.stalled("playing"));
+            }
+            std::thread::sleep(period / 2);
         }
+        let (dropped, said) = alsa_said(|| self.dev.pcm.drop());
+        dropped.map_err(|e| self.dev.failure("draining", &e, &said))?;
         self.dev.prepare()
     }
 }

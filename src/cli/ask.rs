@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use wick::appliance::assemble::Assembly;
 use wick::appliance::stages::{MemoryLoudspeaker, WavMicrophone};
@@ -24,9 +24,14 @@ pub fn run(assembly: &Assembly, args: AskArgs) -> Result<ExitCode> {
     let mut pipeline = Pipeline::start(stages, assembly.config.pipeline_settings(), hooks, true);
     // Nothing drives this pipeline but the file: the controls stay open and silent.
     let (_controls_tx, controls) = crossbeam_channel::unbounded();
-    let record = pipeline.run(&controls, true);
+    let ended = pipeline.run(&controls, true);
+    let record = pipeline.last_turn();
     pipeline.shutdown();
-    let record = record.context("the turn ended without a record (see the log above)")?;
+    let record = match (record, &ended) {
+        (Some(record), _) => record,
+        (None, Err(failure)) => anyhow::bail!("{failure}"),
+        (None, Ok(_)) => anyhow::bail!("the turn ended without a record (see the log above)"),
+    };
     let audio = std::mem::take(&mut *played.lock().unwrap());
     if let Some(out) = &args.output {
         wick::audio::write_wav_mono_i16(out, &audio, rate)?;
@@ -61,6 +66,10 @@ pub fn run(assembly: &Assembly, args: AskArgs) -> Result<ExitCode> {
             audio.len() as f64 / rate as f64,
             args.output.as_ref().map_or(String::new(), |o| format!(", written to {}", o.display())),
         );
+    }
+    if let Err(failure) = ended {
+        eprintln!("wick: error: {failure}");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

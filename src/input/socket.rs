@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket that takes one command per line, so scripts, tests,
 //! a web page's backend or `socat` can press the button, tap it or ask for the status. Each
-//! connection may send any number of lines; each command is answered with one line.
+//! connection may send up to [`MAX_COMMANDS`] lines (then it is closed: reconnect for more)
+//! and is closed after [`IDLE_TIMEOUT`] without one; each command is answered with one line.
 //!
 //! | line      | event sent                             | answer                |
 //! |-----------|----------------------------------------|-----------------------|
@@ -38,6 +39,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LINE: usize = 1024;
 /// Connections served at once; more are refused, so a runaway client cannot exhaust threads.
 const MAX_CONNECTIONS: usize = 32;
+/// Commands taken on one connection: a script presses and releases a few times; a client
+/// sending without end is a runaway that must not keep a connection (and the button) forever.
+pub const MAX_COMMANDS: usize = 1000;
+/// A connection silent this long is closed, so idle clients cannot use up the connections.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A bound control socket, accepting connections on its own thread until dropped. Dropping it
 /// stops accepting, closes the open connections and removes the socket file.
@@ -220,6 +226,7 @@ fn start_connection(mut stream: UnixStream, shared: &Arc<Shared>, tx: &Sender<In
         conns.insert(id, stream.try_clone()?);
     }
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let tx = tx.clone();
     let conn_shared = shared.clone();
     let spawned = std::thread::Builder::new().name("wick-socket-conn".into()).spawn(move || {
@@ -240,6 +247,7 @@ fn serve(stream: UnixStream, tx: &Sender<InputEvent>) {
     };
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
+    let mut commands = 0;
     loop {
         line.clear();
         match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
@@ -256,6 +264,13 @@ fn serve(stream: UnixStream, tx: &Sender<InputEvent>) {
         if command.is_empty() {
             continue;
         }
+        if commands == MAX_COMMANDS {
+            let _ = writer.write_all(
+                format!("error: {MAX_COMMANDS} commands on one connection; reconnect to send more\n").as_bytes(),
+            );
+            return;
+        }
+        commands += 1;
         let (answer, keep_open) = answer(command, tx);
         if writer.write_all(format!("{answer}\n").as_bytes()).is_err() || !keep_open {
             return;
@@ -333,6 +348,32 @@ mod tests {
         let (text, open) = answer("Press", &tx);
         assert_eq!(text, "error: unknown command \"Press\"; use press, release, tap or status");
         assert!(open && rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_connection_takes_a_bounded_number_of_commands_and_lines() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let served = std::thread::spawn(move || serve(server, &tx));
+        let flood: String = "tap\n".repeat(MAX_COMMANDS + 5);
+        client.write_all(flood.as_bytes()).unwrap();
+        let mut answers = String::new();
+        client.read_to_string(&mut answers).unwrap();
+        served.join().unwrap();
+        let lines: Vec<&str> = answers.lines().collect();
+        assert_eq!(lines.len(), MAX_COMMANDS + 1, "then the connection closes");
+        assert!(lines[..MAX_COMMANDS].iter().all(|l| *l == "ok"));
+        assert!(lines[MAX_COMMANDS].starts_with("error: 1000 commands on one connection"), "{}", lines[MAX_COMMANDS]);
+        assert_eq!(rx.try_iter().count(), MAX_COMMANDS, "no command past the limit was carried out");
+
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let served = std::thread::spawn(move || serve(server, &tx));
+        client.write_all(&vec![b'x'; MAX_LINE * 4]).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        served.join().unwrap();
+        assert_eq!(answer, format!("error: line longer than {MAX_LINE} bytes\n"));
     }
 
     #[test]

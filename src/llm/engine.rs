@@ -31,6 +31,10 @@ impl Default for GenerateOptions {
     }
 }
 
+/// Prompt tokens run through the model at once. Prompts of a turn are shorter, so they go in
+/// one step as before; a long re-prefill is cut so that a cancel is seen between chunks.
+pub const PREFILL_CHUNK: usize = 128;
+
 /// A conversation: its text, and which of its tokens the model's KV cache holds.
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
@@ -231,8 +235,24 @@ impl Engine {
         let feed = self.turn_tokens(conv, user, options.max_tokens)?;
         let fail = |e: candle_core::Error| LlmError::Generate(e.to_string());
         let start = Instant::now();
-        let mut logits = self.model.forward(&feed).map_err(fail)?;
-        conv.cached.extend(&feed);
+        // The prompt goes through in chunks, with `cancelled` checked between them: a press
+        // during a long re-prefill (a full context on the CPU takes minutes) stops it.
+        let mut logits = None;
+        for (i, chunk) in feed.chunks(PREFILL_CHUNK).enumerate() {
+            if i > 0 && cancelled() {
+                // A half-fed message cannot be continued: the next turn starts over from text.
+                self.model.reset();
+                conv.cached.clear();
+                conv.unfed.clear();
+                conv.opening_only = false;
+                let prefill_tokens = i * PREFILL_CHUNK;
+                let prefill_s = start.elapsed().as_secs_f64();
+                return Ok(Reply { prefill_tokens, prefill_s, ..Default::default() });
+            }
+            logits = Some(self.model.forward(chunk).map_err(fail)?);
+            conv.cached.extend(chunk);
+        }
+        let mut logits = logits.ok_or_else(|| LlmError::Generate("the prompt has no tokens".into()))?;
         let mut reply = Reply { prompt_ids: conv.cached.clone(), prefill_tokens: feed.len(), ..Default::default() };
         reply.prefill_s = start.elapsed().as_secs_f64();
 

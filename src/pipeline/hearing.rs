@@ -1,11 +1,13 @@
 //! The speech-to-text thread: transcribes each utterance and decides whether it is worth an
 //! answer. Silence, noise and fragments skip the LLM and get a short spoken apology.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::health::{self, Heartbeat};
 use super::messages::{Generation, Heard, SpeechItem, StageEvent, Utterance};
 use super::stages::Hear;
 
@@ -45,9 +47,11 @@ pub fn spawn(
     heard: Sender<Heard>,
     speech: Sender<SpeechItem>,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
+    let (beat, died) = (heartbeat.clone(), events.clone());
     let body = move || {
-        for u in utterances {
+        while let Some(u) = health::next(&utterances, &beat) {
             let turn = u.turn;
             if !generation.is_current(turn) {
                 let _ = events.send(StageEvent::Transcribed {
@@ -89,7 +93,7 @@ pub fn spawn(
             }
         }
     };
-    std::thread::Builder::new().name("wick-stt".into()).spawn(body).expect("spawning the speech-to-text thread")
+    health::spawn_stage(heartbeat, died, body)
 }
 
 #[cfg(test)]

@@ -138,11 +138,17 @@ pub enum StageEvent {
         stage: &'static str,
         error: String,
     },
+    /// A stage thread ended by a panic: whatever it held of any turn is lost.
+    Died {
+        stage: &'static str,
+        error: String,
+    },
 }
 
 impl StageEvent {
-    pub fn turn(&self) -> TurnId {
-        match self {
+    /// The turn the event is about (none for a stage's death).
+    pub fn turn(&self) -> Option<TurnId> {
+        Some(match self {
             StageEvent::Recorded { turn, .. }
             | StageEvent::Transcribed { turn, .. }
             | StageEvent::FirstToken { turn, .. }
@@ -151,6 +157,7 @@ impl StageEvent {
             | StageEvent::FirstSample { turn, .. }
             | StageEvent::Played { turn, .. }
             | StageEvent::Failed { turn, .. } => *turn,
-        }
+            StageEvent::Died { .. } => return None,
+        })
     }
 }

@@ -2,21 +2,26 @@
 //! period at a time, checking between periods whether the turn is still wanted; a barge-in
 //! drops what the device has queued, so the answer stops within one period.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::health::{self, Heartbeat};
 use super::messages::{Generation, Sound, StageEvent, TurnId};
 use super::stages::Loudspeaker;
-use crate::audio::resample;
+use crate::audio::Converter;
 
 struct Player {
     speaker: Box<dyn Loudspeaker>,
     generation: Generation,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
     /// The turn with audio in the device, and how many samples of it were played.
     playing: Option<(TurnId, usize)>,
+    /// The voice-to-device converter, kept while the rates stay the same.
+    converter: Option<Converter>,
 }
 
 pub fn spawn(
@@ -24,17 +29,17 @@ pub fn spawn(
     generation: Generation,
     sound: Receiver<Sound>,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
-    let mut p = Player { speaker, generation, events, playing: None };
-    std::thread::Builder::new()
-        .name("wick-playback".into())
-        .spawn(move || p.run(sound))
-        .expect("spawning the playback thread")
+    let died = events.clone();
+    let mut p = Player { speaker, generation, events, heartbeat: heartbeat.clone(), playing: None, converter: None };
+    health::spawn_stage(heartbeat, died, move || p.run(sound))
 }
 
 impl Player {
     fn run(&mut self, sound: Receiver<Sound>) {
         loop {
+            self.heartbeat.beat();
             // Wake every few milliseconds even without audio: a turn cancelled while its last
             // periods sit in the device buffer must still go quiet at once.
             match sound.recv_timeout(Duration::from_millis(10)) {
@@ -68,15 +73,28 @@ impl Player {
             self.playing.get_or_insert((turn, 0));
             return;
         };
-        let audio = match resample(samples, rate, device_rate) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!("resampling the voice from {rate} to {device_rate} Hz: {e}");
+        if !self.converter.as_ref().is_some_and(|c| c.converts(rate, device_rate)) {
+            self.converter = match Converter::new(rate, device_rate) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    // The turn still ends (its End comes); this audio cannot be played.
+                    let _ = self.events.send(StageEvent::Failed { turn, stage: "playback", error: e.to_string() });
+                    return;
+                }
+            };
+        }
+        let converted = self.converter.as_mut().map(|c| c.convert(samples));
+        let audio = match converted {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                let _ = self.events.send(StageEvent::Failed { turn, stage: "playback", error: e.to_string() });
                 return;
             }
+            None => return,
         };
         let period = self.speaker.period_frames().max(1);
         for piece in audio.chunks(period) {
+            self.heartbeat.beat();
             if self.stop_if_stale() || !self.generation.is_current(turn) {
                 return;
             }

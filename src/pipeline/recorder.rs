@@ -3,11 +3,13 @@
 //! the utterance, caps it, resamples it to 16 kHz and hands it to speech-to-text.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::health::{self, Heartbeat};
 use super::messages::{RecorderCommand, StageEvent, TurnId, Utterance};
 use super::stages::{Captured, Microphone};
 use crate::audio::{resample, STT_SAMPLE_RATE};
@@ -23,6 +25,7 @@ struct Recorder {
     settings: RecorderSettings,
     utterances: Sender<Utterance>,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
     rate: Option<u32>,
     ring: VecDeque<f32>,
     recording: Option<(TurnId, Vec<f32>)>,
@@ -37,26 +40,27 @@ pub fn spawn(
     commands: Receiver<RecorderCommand>,
     utterances: Sender<Utterance>,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
+    let died = events.clone();
     let mut r = Recorder {
         mic,
         settings,
         utterances,
         events,
+        heartbeat: heartbeat.clone(),
         rate: None,
         ring: VecDeque::new(),
         recording: recording.map(|t| (t, Vec::new())),
     };
-    std::thread::Builder::new()
-        .name("wick-recorder".into())
-        .spawn(move || r.run(commands))
-        .expect("spawning the recorder thread")
+    health::spawn_stage(heartbeat, died, move || r.run(commands))
 }
 
 impl Recorder {
     fn run(&mut self, commands: Receiver<RecorderCommand>) {
         let mut buf = Vec::new();
         loop {
+            self.heartbeat.beat();
             loop {
                 match commands.try_recv() {
                     Ok(RecorderCommand::Shutdown) | Err(TryRecvError::Disconnected) => return,
@@ -74,7 +78,7 @@ impl Recorder {
                         self.finish(turn, false);
                     }
                     // Nothing more will come: only commands matter now.
-                    for cmd in commands.iter() {
+                    while let Some(cmd) = health::next(&commands, &self.heartbeat) {
                         match cmd {
                             RecorderCommand::Shutdown => return,
                             cmd => self.command(cmd),
@@ -186,6 +190,7 @@ mod tests {
             settings,
             utterances,
             events,
+            heartbeat: Heartbeat::new("recorder"),
             rate: None,
             ring: VecDeque::new(),
             recording: None,

@@ -1,10 +1,12 @@
 //! The voice thread: turns each chunk of text into audio while the LLM writes the next one.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::health::{self, Heartbeat};
 use super::messages::{Generation, Sound, SpeechItem, StageEvent, TurnId};
 use super::stages::Speak;
 
@@ -14,18 +16,21 @@ pub fn spawn(
     speech: Receiver<SpeechItem>,
     sound: Sender<Sound>,
     events: Sender<StageEvent>,
+    heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
+    let (beat, died) = (heartbeat.clone(), events.clone());
     let body = move || {
         let rate = voice.rate();
         // The turn whose first audio has been reported.
         let mut started: Option<TurnId> = None;
-        for item in speech {
+        while let Some(item) = health::next(&speech, &beat) {
             match item {
                 SpeechItem::Text { turn, text } => {
                     if !generation.is_current(turn) {
                         continue;
                     }
                     let mut on_audio = |audio: &[f32]| {
+                        beat.beat();
                         if audio.is_empty() || !generation.is_current(turn) {
                             return;
                         }
@@ -47,5 +52,5 @@ pub fn spawn(
             }
         }
     };
-    std::thread::Builder::new().name("wick-tts".into()).spawn(body).expect("spawning the voice thread")
+    health::spawn_stage(heartbeat, died, body)
 }

@@ -5,6 +5,13 @@
 //! States: idle -> listening (button held) -> thinking (until the first sample plays) ->
 //! speaking -> idle. A press while thinking or speaking cancels the answer and listens
 //! (barge-in); a release within the tap time after such a press, or a `tap`, only stops.
+//!
+//! A stage that dies (panics) or stalls (no heartbeat within the stall limit) is not restarted
+//! here: the turn under way ends as failed, the voice apologises if it still can, and the run
+//! ends with a [`StageFailure`] for the service to exit non-zero and systemd to restart it.
+//! A restart of the process is the one recovery that is always sound: a panic can leave a
+//! model's state half-updated, and on the Jetson all three engines share one CUDA context,
+//! which a fault in one of them can leave unusable for the others.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +19,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use serde::Serialize;
 
-use super::messages::{Generation, RecorderCommand, StageEvent, TurnId};
+use super::health::{Health, StageHealth};
+use super::messages::{Generation, RecorderCommand, SpeechItem, StageEvent, TurnId};
 use super::thinking::TokenCount;
 use super::turn::{Outcome, TurnRecord};
 use crate::measure::round3;
@@ -59,6 +67,19 @@ impl std::fmt::Display for State {
     }
 }
 
+/// Said when a stage has failed and wick is about to restart.
+pub const STAGE_FAILED: &str = "Sorry, something went wrong. I am restarting.";
+/// The longest the apology may take before the run ends anyway.
+const APOLOGY_MAX: Duration = Duration::from_secs(15);
+
+/// A stage thread that panicked or stopped showing signs of life: the run is over.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct StageFailure {
+    pub stage: &'static str,
+    pub error: String,
+}
+
 /// What the caller does with the supervisor's news.
 pub struct Hooks {
     /// A turn ended (answered, cancelled, ...): log it.
@@ -66,8 +87,11 @@ pub struct Hooks {
     pub on_state: Box<dyn FnMut(State)>,
     /// Extra fields for `status` (the devices' states).
     pub status: Box<dyn Fn() -> serde_json::Value>,
-    /// Called at least every 100 ms while the supervisor runs (the watchdog).
-    pub tick: Box<dyn FnMut()>,
+    /// Called at least every 100 ms while the supervisor runs, with whether every stage is
+    /// alive (the watchdog is fed only then).
+    pub tick: Box<dyn FnMut(bool)>,
+    /// A stage failed: the run will end once the turn is closed.
+    pub on_failure: Box<dyn FnMut(&StageFailure)>,
 }
 
 impl Default for Hooks {
@@ -76,15 +100,33 @@ impl Default for Hooks {
             on_turn: Box::new(|_| {}),
             on_state: Box::new(|_| {}),
             status: Box::new(|| serde_json::json!({})),
-            tick: Box::new(|| {}),
+            tick: Box::new(|_| {}),
+            on_failure: Box::new(|_| {}),
         }
     }
 }
 
+/// The supervisor's ways into the stages.
+pub(super) struct Links {
+    pub(super) recorder: Sender<RecorderCommand>,
+    /// For the apology when the stage that would say it is gone.
+    pub(super) speech: Sender<SpeechItem>,
+    pub(super) tokens: TokenCount,
+}
+
+/// A stage failure being closed: the apology under way, if any.
+struct Failing {
+    failure: StageFailure,
+    since: Instant,
+    apology: Option<TurnId>,
+    apology_played: bool,
+}
+
 pub(super) struct Supervisor {
     pub(super) generation: Generation,
-    pub(super) recorder: Sender<RecorderCommand>,
-    pub(super) tokens: TokenCount,
+    pub(super) links: Links,
+    health: Health,
+    failing: Option<Failing>,
     pub(super) tap: Duration,
     pub(super) hooks: Hooks,
     pub(super) state: State,
@@ -102,17 +144,12 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) fn new(
-        generation: Generation,
-        recorder: Sender<RecorderCommand>,
-        tokens: TokenCount,
-        tap: Duration,
-        hooks: Hooks,
-    ) -> Self {
+    pub(super) fn new(generation: Generation, links: Links, health: Health, tap: Duration, hooks: Hooks) -> Self {
         Self {
             generation,
-            recorder,
-            tokens,
+            links,
+            health,
+            failing: None,
             tap,
             hooks,
             state: State::Idle,
@@ -140,8 +177,97 @@ impl Supervisor {
         self.set_state(State::Listening);
     }
 
+    /// Feeds the caller's tick (the watchdog) and looks at every stage's heartbeat.
+    pub(super) fn tick(&mut self, now: Instant) {
+        let failure = self.health.first_failure(now);
+        (self.hooks.tick)(failure.is_none() && self.failing.is_none());
+        if let (Some((stage, health)), None) = (failure, &self.failing) {
+            let error = match health {
+                StageHealth::Dead { error } => error,
+                StageHealth::Stalled { silent_s } => {
+                    format!("the {stage} stage has shown no sign of life for {silent_s} s: it is stuck")
+                }
+                StageHealth::Ok { .. } => unreachable!("first_failure returns only failures"),
+            };
+            self.stage_failed(stage, error, now);
+        }
+    }
+
+    /// Ends the turns under way as failed, apologises if the voice still works, and marks the
+    /// run as ending.
+    fn stage_failed(&mut self, stage: &'static str, error: String, now: Instant) {
+        if self.failing.is_some() {
+            return;
+        }
+        tracing::error!(stage, "{error}: ending the turn; wick exits for systemd to restart it");
+        let failure = StageFailure { stage, error };
+        (self.hooks.on_failure)(&failure);
+        let can_apologise = !matches!(stage, "tts" | "playback")
+            && self.health.is_alive("tts", now)
+            && self.health.is_alive("playback", now);
+        let mut ended = Vec::new();
+        if let Some((turn, _, _)) = self.listening.take() {
+            let _ = self.links.recorder.try_send(RecorderCommand::Discard { turn });
+            ended.push(turn);
+        }
+        ended.extend(self.active.take());
+        // Everything of the old turns is stale now; the apology is a turn of its own.
+        self.generation.advance();
+        let apology = (can_apologise && !ended.is_empty()).then(|| {
+            let turn = self.generation.advance();
+            let said = self.links.speech.try_send(SpeechItem::Text { turn, text: STAGE_FAILED.into() }).is_ok()
+                && self.links.speech.try_send(SpeechItem::End { turn }).is_ok();
+            (turn, said)
+        });
+        for turn in ended {
+            if let Some(mut r) = self.records.remove(&turn) {
+                r.outcome = Outcome::Failed;
+                r.error = Some(format!("{stage}: {}", failure.error));
+                r.done_s = r.since_release(now);
+                if apology.is_some_and(|(_, said)| said) {
+                    r.reply = STAGE_FAILED.into();
+                }
+                self.log(r);
+            }
+        }
+        // Turns already cancelled and waiting for the stages to let go will never hear back.
+        let waiting: Vec<TurnId> = self.records.keys().copied().collect();
+        for turn in waiting {
+            if let Some(r) = self.records.remove(&turn) {
+                self.log(r);
+            }
+        }
+        self.set_state(State::Idle);
+        self.failing = Some(Failing {
+            failure,
+            since: now,
+            apology: apology.filter(|(_, said)| *said).map(|(turn, _)| turn),
+            apology_played: false,
+        });
+    }
+
+    /// The failure that ends the run, once its turn is closed and the apology said.
+    pub(super) fn finished(&self, now: Instant) -> Option<StageFailure> {
+        let f = self.failing.as_ref()?;
+        let done = f.apology.is_none() || f.apology_played || now.saturating_duration_since(f.since) > APOLOGY_MAX;
+        done.then(|| f.failure.clone())
+    }
+
+    /// Every stage's thread has ended (their reports' channel closed).
+    pub(super) fn all_stages_gone(&mut self) -> StageFailure {
+        let error = "every stage thread has ended".to_string();
+        self.stage_failed("pipeline", error, Instant::now());
+        self.failing.as_ref().map(|f| f.failure.clone()).expect("set just above")
+    }
+
     /// Handles one control; false after `Shutdown`.
     pub(super) fn control(&mut self, control: Control) -> bool {
+        if self.failing.is_some()
+            && matches!(control, Control::Press { .. } | Control::Release { .. } | Control::Tap { .. })
+        {
+            tracing::info!("a stage has failed and wick is restarting: {control:?} ignored");
+            return true;
+        }
         match control {
             Control::Press { at } => self.press(at),
             Control::Release { at } => self.release(at),
@@ -156,7 +282,11 @@ impl Supervisor {
                     "state": self.state,
                     "turn": self.active.or(self.listening.map(|l| l.0)),
                     "turns": self.turns_logged,
+                    "stages": self.health.json(Instant::now()),
                 });
+                if let Some(f) = &self.failing {
+                    v["failure"] = serde_json::json!({ "stage": f.failure.stage, "error": f.failure.error });
+                }
                 if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), (self.hooks.status)()) {
                     obj.extend(extra);
                 }
@@ -185,7 +315,7 @@ impl Supervisor {
     /// Throws away the recording under way, if any: it never becomes a turn.
     fn discard_listening(&mut self) {
         if let Some((turn, _, _)) = self.listening.take() {
-            let _ = self.recorder.send(RecorderCommand::Discard { turn });
+            let _ = self.links.recorder.send(RecorderCommand::Discard { turn });
             self.records.remove(&turn);
         }
     }
@@ -197,7 +327,7 @@ impl Supervisor {
         let interrupted = self.active.is_some();
         self.cancel_active("barge-in");
         let turn = self.generation.advance();
-        let _ = self.recorder.send(RecorderCommand::Start { turn });
+        let _ = self.links.recorder.send(RecorderCommand::Start { turn });
         self.records.insert(turn, TurnRecord::new(turn));
         self.listening = Some((turn, at, interrupted));
         self.ignore_release = false;
@@ -220,7 +350,7 @@ impl Supervisor {
             return;
         }
         self.listening = None;
-        let _ = self.recorder.send(RecorderCommand::Stop { turn });
+        let _ = self.links.recorder.send(RecorderCommand::Stop { turn });
         self.begin_thinking(turn, at);
     }
 
@@ -237,7 +367,7 @@ impl Supervisor {
     fn cancel_active(&mut self, why: &'static str) {
         let Some(turn) = self.active.take() else { return };
         self.generation.advance();
-        let (token_turn, count) = *self.tokens.lock().unwrap();
+        let (token_turn, count) = *self.links.tokens.lock().unwrap();
         if let Some(r) = self.records.get_mut(&turn) {
             r.outcome = Outcome::Cancelled;
             r.cancelled_by = Some(why);
@@ -249,7 +379,16 @@ impl Supervisor {
     }
 
     pub(super) fn event(&mut self, event: StageEvent) {
-        let turn = event.turn();
+        let Some(turn) = event.turn() else {
+            if let StageEvent::Died { stage, error } = event {
+                self.stage_failed(stage, error, Instant::now());
+            }
+            return;
+        };
+        if let Some(f) = self.failing.as_mut().filter(|f| f.apology == Some(turn)) {
+            f.apology_played |= matches!(event, StageEvent::Played { .. });
+            return;
+        }
         let Some(r) = self.records.get_mut(&turn) else {
             tracing::debug!(?event, "report for a turn already logged");
             return;
@@ -321,6 +460,7 @@ impl Supervisor {
                 tracing::error!(turn, stage, "{error}");
                 r.error = Some(format!("{stage}: {error}"));
             }
+            StageEvent::Died { .. } => unreachable!("handled above: a death has no turn"),
         }
         self.log_if_settled(turn);
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::health::{self, Heartbeat};
 use super::messages::{Generation, Heard, SpeechItem, StageEvent, TurnId};
 use super::stages::Think;
 use crate::text::Chunker;
@@ -24,9 +25,11 @@ pub fn spawn(
     speech: Sender<SpeechItem>,
     events: Sender<StageEvent>,
     tokens: TokenCount,
+    heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
+    let (beat, died) = (heartbeat.clone(), events.clone());
     let body = move || {
-        for Heard { turn, text } in heard {
+        while let Some(Heard { turn, text }) = health::next(&heard, &beat) {
             let replied = |text: String, prompt_tokens, gen_tokens| {
                 let _ = events.send(StageEvent::Replied { turn, text, prompt_tokens, gen_tokens });
             };
@@ -41,13 +44,23 @@ pub fn spawn(
             };
             let mut on_text = |delta: &str| chunker.push(delta).into_iter().for_each(send);
             let mut on_token = || {
-                let mut count = tokens.lock().unwrap();
-                if count.1 == 0 {
+                beat.beat();
+                // The count is the supervisor's to read at a cancel: never hold it while
+                // sending to the supervisor, which may be waiting for it.
+                let first = {
+                    let mut count = tokens.lock().unwrap();
+                    count.1 += 1;
+                    count.1 == 1
+                };
+                if first {
                     let _ = events.send(StageEvent::FirstToken { turn, at: Instant::now() });
                 }
-                count.1 += 1;
             };
-            let result = think.think(&text, &mut on_text, &mut on_token, &|| !generation.is_current(turn));
+            let cancelled = || {
+                beat.beat();
+                !generation.is_current(turn)
+            };
+            let result = think.think(&text, &mut on_text, &mut on_token, &cancelled);
             match result {
                 Ok(thought) => {
                     if generation.is_current(turn) {
@@ -64,5 +77,5 @@ pub fn spawn(
             let _ = speech.send(SpeechItem::End { turn });
         }
     };
-    std::thread::Builder::new().name("wick-llm".into()).spawn(body).expect("spawning the LLM thread")
+    health::spawn_stage(heartbeat, died, body)
 }

@@ -62,7 +62,7 @@ pub struct TurnRecord {
 }
 
 impl TurnRecord {
-    pub(super) fn new(turn: TurnId) -> Self {
+    pub fn new(turn: TurnId) -> Self {
         Self {
             turn,
             outcome: Outcome::Answered,
