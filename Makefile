@@ -53,7 +53,7 @@ export WICK_TEST_MODELS     := $(MODELS_DIR)
 export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
-.PHONY: all build deps models demo test clean-models clean-cache piper-reference
+.PHONY: all build deps models demo test soak clean-models clean-cache piper-reference
 
 all: build
 
@@ -110,6 +110,14 @@ $(PIPER_REF)/manifest.json: | models
 test: FEATURES = --features fault-injection
 test: models piper-reference
 	$(CARGO) test --release $(FEATURES)
+
+# The long soak: 200 presses of random questions, silences, barge-ins and taps through real
+# ALSA, about half an hour (`make test` runs 12). The figures land in target/soak.json.
+SOAK_TURNS ?= 200
+soak: FEATURES = --features fault-injection
+soak: models piper-reference
+	WICK_SOAK_TURNS=$(SOAK_TURNS) WICK_SOAK_REPORT=$(CURDIR)/target/soak.json \
+	  $(CARGO) test --release $(FEATURES) --test soak -- --nocapture
 
 clean-models:
 	rm -rf $(MODELS_DIR)

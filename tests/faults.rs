@@ -124,6 +124,26 @@ mod injected {
     }
 
     #[test]
+    fn a_microphone_that_stalls_without_going_away_gets_wick_restarted() {
+        // alsa-lib's `file` plugin reads its pipe with a plain blocking read, so a stalled
+        // pipe blocks the capture read itself (a real device is waited on for at most 2 s and
+        // reopened): the recorder's heartbeat is what notices.
+        let _ = shared_dir();
+        let mut app = Appliance::start("[runtime]\nstage_stall_s = 2.0\n", None);
+        app.wait_status("ready", LONG, |v| v["ready"] == true);
+        app.mic.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+        let status = app.wait_exit(LONG);
+        assert!(!status.success(), "wick must exit non-zero with a stuck microphone\n{}", app.log());
+        let notes = app.notifications();
+        let failed = notes
+            .iter()
+            .position(|n| n.starts_with("STATUS=failed: the recorder stage has shown no sign of life"))
+            .unwrap_or_else(|| panic!("no recorder failure in {notes:?}"));
+        assert!(!notes[failed..].iter().any(|n| n == "WATCHDOG=1"), "{notes:?}");
+        assert!(app.log().contains("recorder"), "{}", app.log());
+    }
+
+    #[test]
     fn a_stage_error_fails_one_turn_and_the_next_is_answered() {
         let (mut app, turn) = ask_with("llm:error", "");
         assert_failed_by(&turn, "llm", "injected fault");

@@ -31,6 +31,8 @@ pub const PERIOD: Duration = Duration::from_millis(20);
 #[derive(Default)]
 pub struct Mic {
     queue: Mutex<VecDeque<u8>>,
+    /// The microphone stalls: nothing more is written, yet the pipe stays open.
+    pub stalled: AtomicBool,
 }
 
 /// What came out of the loudspeaker: the bytes, and when each read got them.
@@ -145,6 +147,10 @@ impl Appliance {
                 let mut next = Instant::now();
                 let mut period = vec![0u8; PERIOD_BYTES];
                 while !stop.load(Ordering::Relaxed) {
+                    if mic.stalled.load(Ordering::Relaxed) {
+                        std::thread::sleep(PERIOD);
+                        continue;
+                    }
                     {
                         let mut q = mic.queue.lock().unwrap();
                         let n = q.len().min(PERIOD_BYTES);
