@@ -82,7 +82,7 @@ mod injected {
     #[test]
     fn a_stage_that_hangs_stops_the_watchdog_and_wick_exits() {
         for stage in ["stt", "llm", "tts"] {
-            let (mut app, turn) = ask_with(&format!("{stage}:hang"), "[runtime]\nstage_stall_s = 2.0\n");
+            let (mut app, turn) = ask_with(&format!("{stage}:hang"), "[runtime]\nstage_stall_s = 4.0\n");
             assert_failed_by(&turn, stage, "no sign of life");
             let status = app.wait_exit(LONG);
             assert!(!status.success(), "wick must exit non-zero when {stage} hangs\n{}", app.log());

@@ -11,8 +11,8 @@ use crate::stt::Transcriber;
 use crate::tts::speaker::Speaker;
 
 impl Hear for Transcriber {
-    fn hear(&mut self, samples: &[f32]) -> StageResult<String> {
-        Ok(self.transcribe(samples)?.text)
+    fn hear(&mut self, samples: &[f32], alive: &dyn Fn()) -> StageResult<String> {
+        Ok(self.transcribe_watched(samples, alive)?.text)
     }
 }
 

@@ -68,9 +68,9 @@ struct Faulty<T> {
 }
 
 impl Hear for Faulty<Box<dyn Hear>> {
-    fn hear(&mut self, samples: &[f32]) -> StageResult<String> {
+    fn hear(&mut self, samples: &[f32], alive: &dyn Fn()) -> StageResult<String> {
         self.fault.strike("stt")?;
-        self.inner.hear(samples)
+        self.inner.hear(samples, alive)
     }
 }
 

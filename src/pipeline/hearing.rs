@@ -66,7 +66,7 @@ pub fn spawn(
                 let _ = speech.send(SpeechItem::Text { turn, text: text.into() });
                 let _ = speech.send(SpeechItem::End { turn });
             };
-            match hear.hear(&u.samples) {
+            match hear.hear(&u.samples, &|| beat.beat()) {
                 Ok(text) => {
                     let text = text.trim().to_string();
                     let answer = worth_answering(&text) && generation.is_current(turn);

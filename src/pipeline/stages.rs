@@ -6,9 +6,10 @@ use std::error::Error;
 pub type StageError = Box<dyn Error + Send + Sync>;
 pub type StageResult<T> = Result<T, StageError>;
 
-/// Speech to text: 16 kHz mono in, text out.
+/// Speech to text: 16 kHz mono in, text out. `alive` is called often while it works (every
+/// decoded token), as the stage's sign of life.
 pub trait Hear: Send {
-    fn hear(&mut self, samples: &[f32]) -> StageResult<String>;
+    fn hear(&mut self, samples: &[f32], alive: &dyn Fn()) -> StageResult<String>;
 }
 
 /// What one answer cost.

@@ -58,7 +58,7 @@ impl Microphone for FakeMic {
 struct FakeHear(Arc<Script>);
 
 impl Hear for FakeHear {
-    fn hear(&mut self, _: &[f32]) -> StageResult<String> {
+    fn hear(&mut self, _: &[f32], _: &dyn Fn()) -> StageResult<String> {
         match Script::next(&self.0.hear) {
             Act::Fail => Err("injected: hearing fails".into()),
             Act::Panic => panic!("injected: hearing panics"),

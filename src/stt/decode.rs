@@ -72,6 +72,8 @@ pub struct WindowDecoder<'a> {
     /// `true` for every token id that may never be sampled.
     suppressed: Vec<bool>,
     rng: StdRng,
+    /// Called for every decoded token: the caller's sign of life during a long window.
+    progress: &'a dyn Fn(),
 }
 
 impl<'a> WindowDecoder<'a> {
@@ -92,7 +94,13 @@ impl<'a> WindowDecoder<'a> {
             .for_each(&mut ban);
         // Timestamp tokens follow <|notimestamps|>; wick decodes without them.
         (tokens.no_timestamps + 1..vocab as u32).for_each(&mut ban);
-        Self { model, tokens, options, suppressed, rng: StdRng::seed_from_u64(options.seed) }
+        Self { model, tokens, options, suppressed, rng: StdRng::seed_from_u64(options.seed), progress: &|| {} }
+    }
+
+    /// Calls `progress` for every decoded token.
+    pub fn with_progress(mut self, progress: &'a dyn Fn()) -> Self {
+        self.progress = progress;
+        self
     }
 
     /// Decodes a window whose cross-attention state is in `state`, retrying at higher
@@ -152,6 +160,7 @@ impl<'a> WindowDecoder<'a> {
                 break;
             }
             out.push(next as u32);
+            (self.progress)();
             logits = last_row(&self.model.decode(state, &[next as u32], &[0])?)?;
         }
         let text = self.tokens.text(&out);

@@ -156,6 +156,12 @@ impl Transcriber {
 
     /// Transcribes 16 kHz mono audio of any length.
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript, SttError> {
+        self.transcribe_watched(samples, &|| {})
+    }
+
+    /// [`Transcriber::transcribe`], calling `progress` before each window and for every
+    /// decoded token: a long recording on a slow CPU is work, not a stuck stage.
+    pub fn transcribe_watched(&self, samples: &[f32], progress: &dyn Fn()) -> Result<Transcript, SttError> {
         let mut timings = SttTimings::default();
         let t0 = Instant::now();
         let activity = &self.options.activity;
@@ -198,7 +204,7 @@ impl Transcriber {
         let loudness = mel.frame_loudness();
         timings.front_end_s = t0.elapsed().as_secs_f64();
 
-        let mut decoder = WindowDecoder::new(&self.model, &self.tokens, &self.options.decode);
+        let mut decoder = WindowDecoder::new(&self.model, &self.tokens, &self.options.decode).with_progress(progress);
         let mut windows = Vec::new();
         let mut language = None;
         let mut seek = 0;
@@ -213,6 +219,7 @@ impl Transcriber {
                 seek = end;
                 continue;
             }
+            progress();
             let t = Instant::now();
             let encoded = self.model.encode(&mel.window(seek, end))?;
             let mut state = self.model.start_decoding(&encoded)?;
