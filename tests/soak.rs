@@ -98,7 +98,7 @@ fn many_random_turns_lose_nothing_and_leak_nothing() {
     let clips: Vec<Vec<f32>> = dev_clips().iter().map(|(p, _)| wick::audio::load_for_stt(p).unwrap()).collect();
 
     // Short answers keep a turn to a few seconds of real-time audio.
-    let mut app = Appliance::start("[llm]\nmax_tokens = 32\n", None);
+    let mut app = Appliance::start("[llm]\nmax_tokens = 24\n", None);
     app.wait_status("ready", LONG, |v| v["ready"] == true);
     let started = Instant::now();
     // Memory is compared from press 20 on (the caches have filled by then), or from the first
@@ -152,6 +152,11 @@ fn many_random_turns_lose_nothing_and_leak_nothing() {
         app.wait_state("idle", LONG);
         if baseline.is_none() && pressed >= baseline_at {
             baseline = Some((pressed, settled_usage(&app)));
+        }
+        if pressed / 10 != before / 10 {
+            let u = usage(app.child.id());
+            let minutes = started.elapsed().as_secs_f64() / 60.0;
+            eprintln!("soak: {pressed} presses, {minutes:.1} min, {} records, now {u:?}", records.len());
         }
     }
     std::thread::sleep(Duration::from_secs(1));
