@@ -335,3 +335,24 @@ fn chat_without_prompt_holds_a_conversation_on_stdin() {
     assert_eq!(answers.len(), 2, "one streamed answer per line: {stdout:?}");
     assert!(answers.iter().all(|a| a.contains("Paris")), "{stdout:?}");
 }
+
+#[test]
+fn a_full_context_drops_old_turns_down_to_half_so_later_turns_continue() {
+    use wick::llm::engine::Conversation;
+    let mut engine = engine(256);
+    let mut conv = Conversation::new("You are a helpful assistant.");
+    let mut restarted_at = None;
+    for turn in 0..60 {
+        let r = engine.reply(&mut conv, "Say hello to me.", &greedy(8), &mut |_| {}, &|| false).unwrap();
+        if let Some(at) = restarted_at {
+            // The turn after a start-over continues the cache: only its own message is fed.
+            assert!(r.prefill_tokens < 64, "turn {turn} after the start-over at {at} prefilled {}", r.prefill_tokens);
+            return;
+        }
+        if turn > 0 && r.prefill_tokens == r.prompt_ids.len() {
+            assert!(r.prompt_ids.len() + 8 <= 128, "the start-over kept {} tokens of 256", r.prompt_ids.len());
+            restarted_at = Some(turn);
+        }
+    }
+    panic!("the context never filled");
+}

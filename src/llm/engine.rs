@@ -191,16 +191,21 @@ impl Engine {
                 return Ok(feed);
             }
         }
-        // Start over from text, dropping the oldest turns until the prompt and answer fit.
+        // Start over from text, dropping the oldest turns until the prompt and answer fit in
+        // half the context: dropping only what overflows would make every later turn overflow
+        // too and prefill the whole context again (the soak found turns slowing to a crawl).
+        // Only a message too long for half the context is fitted into the whole of it.
         self.model.reset();
         conv.cached.clear();
         conv.unfed.clear();
         conv.opening_only = false;
-        for skip in 0..=conv.turns.len() {
-            let ids = self.full_prompt(conv, skip, user)?;
-            if ids.len() + max_tokens <= context {
-                conv.turns.drain(..skip);
-                return Ok(ids);
+        for room in [context / 2, context] {
+            for skip in 0..=conv.turns.len() {
+                let ids = self.full_prompt(conv, skip, user)?;
+                if ids.len() + max_tokens <= room {
+                    conv.turns.drain(..skip);
+                    return Ok(ids);
+                }
             }
         }
         let needed = self.full_prompt(conv, conv.turns.len(), user)?.len();
