@@ -53,7 +53,8 @@ export WICK_TEST_MODELS     := $(MODELS_DIR)
 export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
-.PHONY: all build deps models demo test soak clean-models clean-cache piper-reference
+.PHONY: all build deps models demo test soak clean-models clean-cache piper-reference \
+        cuda-check cross cross-deps test-aarch64 print-models-dir
 
 all: build
 
@@ -119,10 +120,62 @@ soak: models piper-reference
 	WICK_SOAK_TURNS=$(SOAK_TURNS) WICK_SOAK_REPORT=$(CURDIR)/target/soak.json \
 	  $(CARGO) test --release $(FEATURES) --test soak -- --nocapture
 
+# ---- CUDA, and the Jetson's aarch64 build ----
+# Both go through tools/cuda/cargo, which brings CUDA 12.4 (from Debian trixie) and the rest
+# into WICK_CACHE; kernels for CUDA_COMPUTE_CAP (87: the Orin). Each build has a --target of its
+# own, so neither replaces the CPU binary in release/.
+AARCH64      := aarch64-unknown-linux-gnu
+TARGET_DIR   := $(abspath $(or $(CARGO_TARGET_DIR),$(CURDIR)/target))
+CUDA_WICK    := $(TARGET_DIR)/x86_64-unknown-linux-gnu/release/wick
+CROSS_WICK   := $(TARGET_DIR)/$(AARCH64)/release/wick
+export CUDA_COMPUTE_CAP ?= 87
+
+# x86-64 with CUDA: it builds, starts without any CUDA library, carries sm_87 PTX, and says
+# clearly that this machine has no driver.
+cuda-check: models
+	tools/cuda/cargo build --release --features cuda --target x86_64-unknown-linux-gnu
+	tools/cuda/check-binary $(CUDA_WICK) sm_$(CUDA_COMPUTE_CAP) $(MODELS_DIR) $(DEMO_CLIP)
+
+# What an aarch64 build needs on a Debian x86-64 host: the cross compiler, arm64 development
+# packages (multiarch), qemu-user to run the tests, and Rust's aarch64 standard library.
+CROSS_APT := g++-aarch64-linux-gnu qemu-user-static libc6-dev:arm64 libstdc++6:arm64 libasound2-dev:arm64 libespeak-ng-dev:arm64
+cross-deps: deps
+	@if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64-static >/dev/null \
+	    || ! dpkg -s libstdc++6:arm64 libasound2-dev:arm64 libespeak-ng-dev:arm64 >/dev/null 2>&1; then \
+	  command -v apt-get >/dev/null || { echo "make cross needs Debian/Ubuntu's multiarch packages: $(CROSS_APT)"; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "installing: $(CROSS_APT)"; \
+	  $$sudo dpkg --add-architecture arm64 && $$sudo apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $(CROSS_APT); \
+	fi
+	@rustup target list --installed 2>/dev/null | grep -qx $(AARCH64) || rustup target add $(AARCH64)
+
+# The Jetson binary: aarch64, CUDA for sm_87, NEON with dot product (.cargo/config.toml).
+# It lands in target/$(AARCH64)/release/wick whatever CARGO_TARGET_DIR is.
+cross: cross-deps models
+	tools/cuda/cargo build --release --features cuda --target $(AARCH64)
+	@[ "$(CROSS_WICK)" = "$(CURDIR)/target/$(AARCH64)/release/wick" ] || \
+	  install -D -m 755 $(CROSS_WICK) target/$(AARCH64)/release/wick
+	tools/cuda/check-binary target/$(AARCH64)/release/wick sm_$(CUDA_COMPUTE_CAP) $(MODELS_DIR) $(DEMO_CLIP)
+
+# The library's unit tests for aarch64 under qemu-user (the NEON and portable kernels x86 never
+# runs), then the aarch64 binary against the x86-64 one on the same inputs (tests/aarch64.rs).
+# Same features as `cross`, so the two share every dependency's build.
+test-aarch64: FEATURES = --features fault-injection
+test-aarch64: cross models
+	tools/cuda/cargo test --release --features cuda --target $(AARCH64) --lib
+	WICK_AARCH64=$(CURDIR)/target/$(AARCH64)/release/wick \
+	  $(CARGO) test --release $(FEATURES) --test aarch64 -- --ignored --test-threads 1
+
+# For scripts (tools/gpu-check): where the test set lives.
+print-models-dir:
+	@echo $(MODELS_DIR)
+
 clean-models:
 	rm -rf $(MODELS_DIR)
 
 # Every clone's cached models, venvs and references, and CI's cargo target directory.
 clean-cache:
-	rm -rf $(WICK_CACHE)/test-models-* $(WICK_CACHE)/piper-venv-* $(WICK_CACHE)/piper-reference-* $(WICK_CACHE)/target
+	rm -rf $(WICK_CACHE)/test-models-* $(WICK_CACHE)/piper-venv-* $(WICK_CACHE)/piper-reference-* $(WICK_CACHE)/target \
+	  $(WICK_CACHE)/cuda-12.4-* $(WICK_CACHE)/candle-loading-*
 	@rmdir $(WICK_CACHE) 2>/dev/null || true

@@ -36,7 +36,7 @@ fn the_test_set_is_chosen_when_only_it_is_pulled_and_every_engine_loads() {
 #[test]
 fn the_device_is_opened_once_and_shared() {
     let a = assembly(Config::default());
-    assert_eq!(a.device_choice(), DeviceChoice::Cpu);
+    assert_eq!(a.device_choice(), common::device_choice());
     let first = a.device().unwrap();
     let second = a.device().unwrap();
     assert!(std::ptr::eq(first, second), "a second call opened another device");

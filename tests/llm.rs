@@ -28,7 +28,7 @@ const NEAR_TIE: f64 = 0.05;
 fn greedy_decoding_matches_llama_cpp() {
     let reference = reference();
     let eos = reference["eos_id"].as_u64().unwrap() as u32;
-    let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &Device::Cpu).unwrap();
+    let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &common::device()).unwrap();
     for case in reference["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let want = ids(&case["greedy_ids"]);
@@ -118,7 +118,7 @@ fn bad_model_files_are_clear_errors() {
 }
 
 fn engine(context: usize) -> wick::llm::engine::Engine {
-    wick::llm::engine::Engine::open(&gguf(), context, &Device::Cpu).unwrap()
+    wick::llm::engine::Engine::open(&gguf(), context, &common::device()).unwrap()
 }
 
 fn greedy(max_tokens: usize) -> wick::llm::engine::GenerateOptions {

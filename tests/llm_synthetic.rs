@@ -4,7 +4,6 @@
 
 mod common;
 
-use candle_core::Device;
 use wick::llm::GgufFile;
 
 fn rss_bytes() -> u64 {
@@ -28,7 +27,7 @@ fn synthetic_llama_3b_generates_without_an_f32_embedding_copy() {
     assert_eq!(tokenizer.token_id("<|eot_id|>"), Some(128_009));
     assert_eq!(tokenizer.token_id("<|begin_of_text|>"), Some(128_000));
     let context = 256;
-    let mut model = file.load_model(context, &Device::Cpu).unwrap();
+    let mut model = file.load_model(context, &common::device()).unwrap();
     let c = model.config.clone();
     assert_eq!((c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.vocab_size), (28, 3072, 24, 8, 128_256));
     let mut logits = model.forward(&[128_000, 9906, 11, 1917]).unwrap();

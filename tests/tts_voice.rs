@@ -23,7 +23,7 @@ fn voice() -> &'static Voice {
     static VOICE: OnceLock<Voice> = OnceLock::new();
     VOICE.get_or_init(|| {
         let path = voice_json();
-        Voice::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+        Voice::load(&path, &common::device()).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
     })
 }
 

@@ -207,7 +207,14 @@ fn gpu(r: &mut Report, assembly: &Assembly) -> bool {
     };
     let name = crate::device::describe(device);
     if device.is_cuda() {
-        r.add("gpu", Level::Ok, format!("CUDA device {name} is available: models run on the GPU"), None);
+        let what = match crate::device::gpu_info(device) {
+            Some(g) => format!(
+                "{}, compute capability {}.{}, {:.0} of {:.0} MiB free",
+                g.name, g.compute_capability.0, g.compute_capability.1, g.free_mib, g.total_mib
+            ),
+            None => "the driver does not say which GPU it is".into(),
+        };
+        r.add("gpu", Level::Ok, format!("CUDA device {name} ({what}): models run on the GPU"), None);
     } else if !cfg!(feature = "cuda") {
         r.add(
             "gpu",
@@ -218,15 +225,12 @@ fn gpu(r: &mut Report, assembly: &Assembly) -> bool {
     } else if choice == crate::device::DeviceChoice::Cpu {
         r.add("gpu", Level::Info, "runtime.device (or --device) is cpu: models run on the CPU", None);
     } else {
-        r.add(
-            "gpu",
-            Level::Warn,
-            "built with CUDA but no CUDA device could be opened: models run on the CPU",
-            Some(
-                "check the NVIDIA driver (`nvidia-smi`, or `tegrastats` on Jetson) and that wick may use /dev/nvidia*"
-                    .into(),
-            ),
-        );
+        // `auto` fell back to the CPU; opening cuda:0 again says why.
+        let why = match crate::device::open(crate::device::DeviceChoice::Cuda(0)) {
+            Err(e) => e.to_string(),
+            Ok(_) => "it opened on a second try".into(),
+        };
+        r.add("gpu", Level::Warn, format!("built with CUDA, but models run on the CPU: {why}"), None);
     }
     device.is_cuda()
 }

@@ -27,12 +27,15 @@ pub fn stt(assembly: &Assembly, args: SttFilesArgs) -> Result<ExitCode> {
     }
     let total = stt::bench::total(&rows);
     let peak_rss_mb = peak_rss_mib();
+    let (device, gpu_used_mb) = device_and_gpu(assembly)?;
     if args.json {
         for r in rows.iter().chain(std::iter::once(&total)) {
             let mut v = r.json();
             if std::ptr::eq(r, &total) {
                 v["load_s"] = round3(load_s).into();
                 v["peak_rss_mb"] = peak_rss_mb.map(|m| (m * 10.0).round() / 10.0).into();
+                v["device"] = device.clone().into();
+                v["gpu_used_mb"] = gpu_used_mb.into();
             }
             println!("{v}");
         }
@@ -54,8 +57,9 @@ pub fn stt(assembly: &Assembly, args: SttFilesArgs) -> Result<ExitCode> {
         }
         println!();
         println!(
-            "model load: {load_s:.3} s; peak RSS: {}",
-            peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+            "device: {device}; model load: {load_s:.3} s; peak RSS: {}; GPU memory in use: {}",
+            peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MiB")),
+            gpu_cell(gpu_used_mb)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -68,9 +72,12 @@ pub fn tts(assembly: &Assembly, voice: &VoiceArgs, json: bool) -> Result<ExitCod
     let load_s = load_start.elapsed().as_secs_f64();
     let rows = tts::bench::run(&speaker)?;
     let peak_rss_mb = peak_rss_mib().map(round3);
+    let (device, gpu_used_mb) = device_and_gpu(assembly)?;
     if json {
         let v = serde_json::json!({
             "voice": speaker.engine_name(),
+            "device": device,
+            "gpu_used_mb": gpu_used_mb,
             "threads": rayon::current_num_threads(),
             "load_s": round3(load_s),
             "peak_rss_mb": peak_rss_mb,
@@ -78,7 +85,13 @@ pub fn tts(assembly: &Assembly, voice: &VoiceArgs, json: bool) -> Result<ExitCod
         });
         println!("{v}");
     } else {
-        println!("voice: {}, load {:.2} s, peak RSS {:?} MiB", speaker.engine_name(), load_s, peak_rss_mb);
+        println!(
+            "voice: {}, device {device}, load {:.2} s, peak RSS {:?} MiB, GPU memory in use {}",
+            speaker.engine_name(),
+            load_s,
+            peak_rss_mb,
+            gpu_cell(gpu_used_mb)
+        );
         println!("| text | chars | chunks | audio s | synth s | RTF | first chunk s |");
         println!("|---|---:|---:|---:|---:|---:|---:|");
         for r in &rows {
@@ -123,20 +136,33 @@ pub fn llm(
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "| model | threads | load s | prompt tok/s ({}) | gen tok/s ({}) | 50-token answer s | peak RSS MiB |",
+            "| model | device | threads | load s | prompt tok/s ({}) | gen tok/s ({}) | 50-token answer s | peak RSS MiB | GPU MiB |",
             r.prompt_tokens, r.gen_tokens
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         println!(
-            "| {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} |",
             r.model,
+            r.device,
             r.threads,
             r.load_s,
             r.prompt_tok_s,
             r.gen_tok_s,
             r.answer_50_s,
-            r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
+            r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
+            gpu_cell(r.gpu_used_mb)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The device the models ran on, and the memory in use on it when it is a GPU (whole device).
+fn device_and_gpu(assembly: &Assembly) -> Result<(String, Option<f64>)> {
+    let device = assembly.device()?;
+    let used = wick::device::gpu_info(device).map(|g| round3(g.used_mib()));
+    Ok((wick::device::describe(device), used))
+}
+
+fn gpu_cell(used_mb: Option<f64>) -> String {
+    used_mb.map_or("-".into(), |m| format!("{m:.0} MiB"))
 }

@@ -205,8 +205,11 @@ fn open_error(spec: &str, path: &Path, e: std::io::Error) -> InputError {
         InputError::EvdevPermission { paths: vec![path.into()] }
     } else if e.kind() == std::io::ErrorKind::NotFound {
         not_found(spec)
-    } else if e.raw_os_error() == Some(nix::errno::Errno::ENOTTY as i32) {
-        // It opened, but the evdev ioctls are not its own: some other file or device.
+    } else if [nix::errno::Errno::ENOTTY, nix::errno::Errno::ENOSYS].iter().any(|&n| e.raw_os_error() == Some(n as i32))
+    {
+        // It opened, but the evdev ioctls are not its own: some other file or device. (Under
+        // user-mode emulation, where the aarch64 tests run, an ioctl the emulator does not
+        // translate answers ENOSYS instead of the kernel's ENOTTY.)
         InputError::EvdevNotInput { path: path.into() }
     } else {
         InputError::Evdev { path: path.into(), source: e }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use super::{sampling::argmax, GgufFile, Llama, LlmError};
+use super::{sampling::argmax_logits, GgufFile, Llama, LlmError};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LlmBench {
@@ -19,6 +19,10 @@ pub struct LlmBench {
     /// A 32-token question answered with 50 tokens, from the first prompt token to the last.
     pub answer_50_s: f64,
     pub peak_rss_mb: Option<f64>,
+    /// "cpu" or "cuda:N".
+    pub device: String,
+    /// Memory in use on the GPU at the end, model and cache loaded (the whole device's).
+    pub gpu_used_mb: Option<f64>,
 }
 
 /// Token ids from the middle of the vocabulary, clear of the special tokens at either end.
@@ -29,7 +33,7 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
 /// Feeds the most likely token `steps` times, starting from `logits`; returns the last logits.
 fn greedy_steps(model: &mut Llama, mut logits: Tensor, steps: usize) -> candle_core::Result<Tensor> {
     for _ in 0..steps {
-        let next = argmax(&logits.to_vec1::<f32>()?);
+        let next = argmax_logits(&logits)?;
         logits = model.forward(&[next])?;
     }
     Ok(logits)
@@ -51,18 +55,23 @@ pub fn run(
     let load_s = start.elapsed().as_secs_f64();
     let vocab = model.config.vocab_size;
 
+    // A GPU runs ahead of the host: each figure waits for its work to finish.
+    let sync = || device.synchronize().map_err(fail);
+    sync()?;
     let t = Instant::now();
     let logits = model.forward(&prompt_ids(prompt_tokens, vocab)).map_err(fail)?;
+    sync()?;
     let prompt_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     greedy_steps(&mut model, logits, gen_tokens).map_err(fail)?;
+    sync()?;
     let gen_s = t.elapsed().as_secs_f64();
 
     model.reset();
     let t = Instant::now();
     let logits = model.forward(&prompt_ids(32, vocab)).map_err(fail)?;
     let logits = greedy_steps(&mut model, logits, 49).map_err(fail)?;
-    argmax(&logits.to_vec1::<f32>().map_err(fail)?);
+    argmax_logits(&logits).map_err(fail)?;
     let answer_50_s = t.elapsed().as_secs_f64();
 
     Ok(LlmBench {
@@ -75,5 +84,7 @@ pub fn run(
         gen_tok_s: gen_tokens as f64 / gen_s,
         answer_50_s,
         peak_rss_mb: crate::measure::peak_rss_mib(),
+        device: crate::device::describe(device),
+        gpu_used_mb: crate::device::gpu_info(device).map(|g| crate::measure::round3(g.used_mib())),
     })
 }

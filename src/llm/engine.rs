@@ -267,8 +267,7 @@ impl Engine {
         // The last sampled token until it has been run through the model.
         let mut pending = None;
         while reply.gen_ids.len() < options.max_tokens && !cancelled() {
-            let mut values = logits.to_vec1::<f32>().map_err(fail)?;
-            let next = sampler.sample(&mut values, &conv.cached);
+            let next = sampler.sample_logits(&logits, &conv.cached).map_err(fail)?;
             if reply.gen_ids.is_empty() {
                 reply.first_token_s = start.elapsed().as_secs_f64();
             }

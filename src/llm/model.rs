@@ -141,6 +141,8 @@ pub struct Llama {
     sin: Tensor,
     max_context: usize,
     device: Device,
+    /// The KV cache's and the attention products' type: f16 on a GPU, f32 on the CPU.
+    kv_dtype: DType,
 }
 
 impl Llama {
@@ -207,7 +209,8 @@ impl Llama {
             });
         }
         let norm = norm(tensor("output_norm.weight")?, config.rms_eps)?;
-        Ok(Self { config, embed, layers, norm, output, cos, sin, max_context, device: device.clone() })
+        let kv_dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
+        Ok(Self { config, embed, layers, norm, output, cos, sin, max_context, device: device.clone(), kv_dtype })
     }
 
     /// Tokens currently held in the KV cache.
@@ -245,6 +248,9 @@ impl Llama {
             let v = heads(layer.v.forward(&h)?, n_kv)?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            // On a GPU the cache and the attention products are f16: half the memory, and
+            // tensor-core matmuls; the softmax stays f32. The CPU keeps everything f32.
+            let (q, k, v) = (q.to_dtype(self.kv_dtype)?, k.to_dtype(self.kv_dtype)?, v.to_dtype(self.kv_dtype)?);
             let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
             // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
             // the group into the query length lets one matmul per kv head do the work.
@@ -260,12 +266,13 @@ impl Llama {
                     total,
                 ))?;
             }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v.contiguous()?)?.reshape((1, n_head, n, hd))?.transpose(1, 2)?.reshape((
-                1,
-                n,
-                n_head * hd,
-            ))?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.kv_dtype)?;
+            let ctx = probs
+                .matmul(&v.contiguous()?)?
+                .reshape((1, n_head, n, hd))?
+                .transpose(1, 2)?
+                .reshape((1, n, n_head * hd))?
+                .to_dtype(DType::F32)?;
             x = (x + layer.o.forward(&ctx)?)?;
             let h = layer.ffn_norm.forward(&x)?;
             let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;

@@ -1,6 +1,7 @@
 //! Choosing the next token from logits: greedy, or temperature sampling narrowed by top-k and
 //! top-p, with a repeat penalty over recent tokens and a seedable generator for repeatable runs.
 
+use candle_core::Tensor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,18 @@ impl Sampler {
     pub fn new(options: SamplingOptions) -> Self {
         let rng = StdRng::seed_from_u64(options.seed);
         Self { options, rng }
+    }
+
+    /// Picks the next token from logits on any device. On a GPU, greedy decoding without a
+    /// repeat penalty reads back only the chosen id; otherwise the logits come to the host
+    /// (on a Jetson that is the same memory) and `sample` picks there.
+    pub fn sample_logits(&mut self, logits: &Tensor, history: &[u32]) -> candle_core::Result<u32> {
+        let o = &self.options;
+        if !logits.device().is_cpu() && o.temperature <= 0.0 && o.repeat_penalty == 1.0 {
+            return argmax_logits(logits);
+        }
+        let mut values = logits.to_vec1::<f32>()?;
+        Ok(self.sample(&mut values, history))
     }
 
     /// Picks the next token given the logits and the tokens so far (for the repeat penalty).
@@ -83,6 +96,15 @@ impl Sampler {
             }
         }
         candidates[probs.len() - 1].0
+    }
+}
+
+/// The most likely token of a logits vector on any device; from a GPU only the id comes back.
+pub fn argmax_logits(logits: &Tensor) -> candle_core::Result<u32> {
+    if logits.device().is_cpu() {
+        Ok(argmax(&logits.to_vec1::<f32>()?))
+    } else {
+        logits.argmax(0)?.to_scalar::<u32>()
     }
 }
 

@@ -35,11 +35,26 @@ pub fn pulled() -> PathBuf {
         })
 }
 
-/// The appliance as `config` assembles it over the pulled `test` set, on the CPU: what `wick
-/// run` would load.
+/// The appliance as `config` assembles it over the pulled `test` set, on `device_choice()`
+/// (the CPU unless WICK_DEVICE says otherwise): what `wick run` would load.
 pub fn assembly(config: Config) -> Assembly {
     let location = ModelsLocation { dir: Some(pulled()), manifest: None };
-    Assembly::new(config, location, Some(DeviceChoice::Cpu))
+    Assembly::new(config, location, Some(device_choice()))
+}
+
+/// The device the model tests run on: WICK_DEVICE ("cpu", "cuda", "cuda:N"), else the CPU.
+/// tools/gpu-check sets it to run the parity tests on a GPU.
+pub fn device_choice() -> DeviceChoice {
+    match std::env::var("WICK_DEVICE") {
+        Ok(d) if !d.is_empty() => d.parse().unwrap_or_else(|e| panic!("WICK_DEVICE: {e}")),
+        _ => DeviceChoice::Cpu,
+    }
+}
+
+/// The opened `device_choice()`.
+pub fn device() -> candle_core::Device {
+    let choice = device_choice();
+    wick::device::open(choice).unwrap_or_else(|e| panic!("WICK_DEVICE={choice}: {e}"))
 }
 
 /// The imported Whisper tiny.en of the `test` set.

@@ -109,6 +109,7 @@ fn by_weight_chunks(n: usize, m: usize, out: &mut [f32], compute: impl Fn(usize,
 }
 
 /// Whether the multi-row kernels' AVX2 versions can run.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn has_avx2_fma_f16c() -> bool {
     #[cfg(target_arch = "x86_64")]
     return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
