@@ -58,9 +58,7 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
 pub enum DeviceError {
     #[error("device {choice} asked for, but this wick was built without CUDA: rebuild it with `make cuda-check` (or `cargo build --release --features cuda` where the CUDA toolkit is installed), or use --device cpu")]
     NotBuilt { choice: DeviceChoice },
-    #[error(
-        "device {choice} asked for, but {what} is not installed ({library} not found): {hint}, or use --device cpu"
-    )]
+    #[error("{choice} cannot be used: {what} is not installed ({library} not found): {hint}, or use --device cpu")]
     MissingLibrary { choice: DeviceChoice, what: &'static str, library: &'static str, hint: &'static str },
     #[error("CUDA device {ordinal} cannot be opened: {message}; check the NVIDIA driver (`nvidia-smi`, or `tegrastats` on a Jetson), that this user may use /dev/nvidia*, and the device number, or use --device cpu")]
     Cuda { ordinal: usize, message: String },

@@ -322,8 +322,10 @@ fn memory(r: &mut Report, config: &Config, m: &ModelPaths, on_gpu: bool) {
         {
             Ok(c) => {
                 let context = config.llm.context.min(c.context_length) as u64;
-                let kv = 2 * c.n_layer as u64 * context * (c.n_kv_head * c.head_dim) as u64 * 4;
-                parts.push((format!("KV cache ({context} tokens, f32)"), kv));
+                // The model keeps its KV cache in f16 on a GPU, f32 on the CPU.
+                let (width, dtype) = if on_gpu { (2, "f16") } else { (4, "f32") };
+                let kv = 2 * c.n_layer as u64 * context * (c.n_kv_head * c.head_dim) as u64 * width;
+                parts.push((format!("KV cache ({context} tokens, {dtype})"), kv));
             }
             Err(e) => r.add("memory", Level::Warn, format!("cannot read the LLM's shape for the KV cache: {e}"), None),
         }
