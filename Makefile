@@ -54,7 +54,8 @@ export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference \
-        cuda-check cross cross-deps test-aarch64 print-models-dir
+        cuda-check cross cross-deps test-aarch64 print-models-dir \
+        image-deps image-amd64 vm-test vm-ask vm-ask-stop
 
 all: build
 
@@ -167,6 +168,62 @@ test-aarch64: cross models
 	WICK_AARCH64=$(CURDIR)/target/$(AARCH64)/release/wick \
 	  $(CARGO) test --release $(FEATURES) --test aarch64 -- --ignored --test-threads 1
 
+# ---- The appliance image and its VM test ----
+# One root filesystem recipe (image-build/rootfs.sh: Debian trixie by mmdebstrap), a board on
+# top (board/NAME). The twin (board/qemu-amd64) is a GPT disk for QEMU with OVMF: EFI partition
+# with GRUB, root slots A and B, /data with the test models. Its base root filesystem (Debian
+# packages, the gpio-sim module) is cached by its inputs; wick and the board's files are laid
+# on it at every build. Needs root (mmdebstrap's chroot); no mounts, no loop devices.
+IMAGE_APT := mmdebstrap qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs
+TWIN      := board/qemu-amd64
+TWIN_BASE := $(WICK_CACHE)/rootfs-qemu-amd64-$(call hash,image-build/rootfs.sh image-build/packages.txt \
+               image-build/board.py $(TWIN)/board.toml $(TWIN)/customize.sh $(TWIN)/gpio-sim/build.sh)/base.tar
+TWIN_IMG  := target/image/wick-amd64.img
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+# The question the VM test asks (3.4 s: "feels like these days go on forever").
+VM_CLIP   ?= $(SHARED)/speech/dev/ps_forever_input2.wav
+# KVM=1 runs the VMs with KVM where the host has it (CI has not: TCG).
+VM_FLAGS  := $(if $(filter 1,$(KVM)),--kvm)
+# VM_SCENARIOS=boot,crash,... runs only those (boot always runs); default: all of them.
+VM_SCENARIOS ?=
+
+image-deps:
+	@missing=""; for t in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
+	    mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk mkfs.ext4:e2fsprogs; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing="$$missing ovmf"; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "the image build needs:$$missing"; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "installing:$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(TWIN_BASE): | image-deps
+	image-build/rootfs.sh $(TWIN) $@
+
+# The twin's disk image, with the release build of wick (no test features).
+image-amd64: image-deps models $(TWIN_BASE)
+	$(CARGO) build --release
+	image-build/layer.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/image/root-qemu-amd64
+	image-build/efi-disk.sh target/image/root-qemu-amd64 $(MODELS_DIR) test $(TWIN_IMG)
+	rm -rf target/image/root-qemu-amd64
+
+# Boots the twin and checks the appliance as a user meets it; target/vm-test/report.json.
+vm-test: image-amd64
+	image-build/vm/vmtest.py $(TWIN_IMG) $(VM_CLIP) target/vm-test/report.json --rundir target/vm-test/run \
+	  --wick $(WICK) --models $(MODELS_DIR) $(VM_FLAGS) $(if $(VM_SCENARIOS),--only $(VM_SCENARIOS))
+
+# Asks the twin one question: make vm-ask IN=question.wav OUT=answer.wav (the VM stays up for
+# the next one; make vm-ask-stop powers it off).
+vm-ask:
+	@[ -n "$(IN)" ] && [ -n "$(OUT)" ] || { echo "usage: make vm-ask IN=question.wav OUT=answer.wav"; exit 2; }
+	@[ -f $(TWIN_IMG) ] || $(MAKE) image-amd64 >&2
+	@image-build/vm/vmask.py $(TWIN_IMG) $(IN) $(OUT) --rundir target/vm-ask $(VM_FLAGS)
+
+vm-ask-stop:
+	@image-build/vm/vmask.py $(TWIN_IMG) --stop --rundir target/vm-ask
+
 # For scripts (tools/gpu-check): where the test set lives.
 print-models-dir:
 	@echo $(MODELS_DIR)
@@ -177,5 +234,5 @@ clean-models:
 # Every clone's cached models, venvs and references, and CI's cargo target directory.
 clean-cache:
 	rm -rf $(WICK_CACHE)/test-models-* $(WICK_CACHE)/piper-venv-* $(WICK_CACHE)/piper-reference-* $(WICK_CACHE)/target \
-	  $(WICK_CACHE)/cuda-12.4-* $(WICK_CACHE)/candle-loading-*
+	  $(WICK_CACHE)/cuda-12.4-* $(WICK_CACHE)/candle-loading-* $(WICK_CACHE)/rootfs-*
 	@rmdir $(WICK_CACHE) 2>/dev/null || true

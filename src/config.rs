@@ -3,6 +3,10 @@
 //! defaults and limits; this file reads the TOML, composes the tables and reports an error
 //! with the key's full name. Every key is optional and documented in `wick.example.toml`;
 //! unknown keys and out-of-range values are errors that name the key.
+//!
+//! On a device the settings come in two layers: the image's `/etc/wick/wick.toml` (the board's
+//! defaults, replaced by every update) and the owner's `/data/wick/wick.toml` on the data
+//! partition (kept across updates), whose keys override the first file's one by one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +19,9 @@ use crate::{audio, input, llm, models, pipeline, stt, tts};
 
 /// Where the device's config lives; used when `--config` is not given and the file exists.
 pub const SYSTEM_CONFIG: &str = "/etc/wick/wick.toml";
+/// The owner's changes to it, on the data partition so that updates keep them; read after
+/// [`SYSTEM_CONFIG`] when `--config` is not given and the file exists.
+pub const LOCAL_CONFIG: &str = "/data/wick/wick.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +43,9 @@ pub struct Config {
     pub audio: audio::Settings,
     pub input: input::Settings,
     pub runtime: Runtime,
+    /// The files these settings came from, in the order they were applied (none: defaults).
+    #[serde(skip)]
+    pub sources: Vec<PathBuf>,
 }
 
 /// The `[runtime]` table: what all three engines share.
@@ -77,23 +87,67 @@ impl Runtime {
 }
 
 impl Config {
-    /// Loads `explicit` if given (it must exist), else the system config if present, else defaults.
+    /// Loads `explicit` if given (it must exist), else the system config and the local one
+    /// over it, each if present, else defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         match explicit {
             Some(path) => Self::from_file(path),
-            None if Path::new(SYSTEM_CONFIG).is_file() => Self::from_file(Path::new(SYSTEM_CONFIG)),
-            None => Ok(Config::default()),
+            None => {
+                let present: Vec<&Path> =
+                    [SYSTEM_CONFIG, LOCAL_CONFIG].into_iter().map(Path::new).filter(|p| p.is_file()).collect();
+                Self::from_layers(&present)
+            }
         }
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, path)
+        Self::from_layers(&[path])
+    }
+
+    /// Reads each file in turn, a later file's keys replacing an earlier one's (tables merge key
+    /// by key; any other value, arrays included, is replaced whole). Each file must be valid on
+    /// its own terms (syntax, known keys, types) and is named in its errors; the values are
+    /// checked once merged. No files: the defaults.
+    pub fn from_layers(paths: &[&Path]) -> Result<Config, ConfigError> {
+        let mut merged = toml::Table::new();
+        for path in paths {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let table = Self::parse_table(&text, path)?;
+            merge(&mut merged, table);
+        }
+        let name = match paths {
+            [] => PathBuf::from("(defaults)"),
+            [one] => one.to_path_buf(),
+            [.., last] => {
+                let below: Vec<String> = paths[..paths.len() - 1].iter().map(|p| p.display().to_string()).collect();
+                PathBuf::from(format!("{} (over {})", last.display(), below.join(", ")))
+            }
+        };
+        let mut config = Self::from_table(merged, &name)?;
+        config.sources = paths.iter().map(|p| p.to_path_buf()).collect();
+        Ok(config)
     }
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
+        Self::from_table(Self::parse_table(text, path)?, path)
+    }
+
+    /// One file's table, checked for syntax, unknown keys and types (not yet for values, which
+    /// may depend on another file's).
+    fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        };
+        // Parsed as a Config from the text, so that an error points at its line and column.
+        toml::from_str::<Config>(text).map_err(parse_error)?;
+        toml::from_str(text).map_err(parse_error)
+    }
+
+    fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::deserialize(table)
             .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
         config.validate(path)?;
         Ok(config)
@@ -129,6 +183,18 @@ impl Config {
             },
             tap: Duration::from_millis(i.tap_ms),
             stall: Duration::from_secs_f64(self.runtime.stage_stall_s),
+        }
+    }
+}
+
+/// Lays `over` onto `base`: tables merge key by key, any other value replaces the one below.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => merge(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
         }
     }
 }
@@ -224,5 +290,30 @@ mod tests {
         }
         let e = parse("[stt]\nmax_tokens = \"many\"\n").unwrap_err().to_string();
         assert!(e.contains("max_tokens"), "{e}");
+    }
+
+    #[test]
+    fn a_local_file_overrides_the_system_file_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = dir.path().join("etc.toml");
+        let local = dir.path().join("data.toml");
+        std::fs::write(&system, "[input]\nbutton = \"gpio\"\ngpio_chip = \"twin-gpio\"\n[llm]\ncontext = 1024\n")
+            .unwrap();
+        std::fs::write(&local, "[input]\nbutton = \"evdev\"\n[llm]\nmax_tokens = 1000\n").unwrap();
+        let c = Config::from_layers(&[&system, &local]).unwrap();
+        assert_eq!(c.input.button, input::ButtonKind::Evdev);
+        assert_eq!(c.input.gpio_chip, "twin-gpio", "keys the local file leaves alone stay the system file's");
+        assert_eq!((c.llm.context, c.llm.max_tokens), (1024, 1000));
+        assert_eq!(c.sources, vec![system.clone(), local.clone()]);
+
+        // Each file is checked on its own for keys and types, and named.
+        std::fs::write(&local, "[input]\nbuton = \"evdev\"\n").unwrap();
+        let e = Config::from_layers(&[&system, &local]).unwrap_err().to_string();
+        assert!(e.contains("data.toml") && e.contains("buton"), "{e}");
+        // Values are checked once merged: 1024 tokens of context cannot hold 2000-token answers.
+        std::fs::write(&local, "[llm]\nmax_tokens = 2000\n").unwrap();
+        let e = Config::from_layers(&[&system, &local]).unwrap_err().to_string();
+        assert!(e.contains("data.toml (over ") && e.contains("etc.toml") && e.contains("`llm.max_tokens`"), "{e}");
+        assert_eq!(Config::from_layers(&[]).unwrap().sources, Vec::<PathBuf>::new());
     }
 }

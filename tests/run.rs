@@ -161,7 +161,20 @@ fn a_missing_microphone_is_retried_and_reported() {
     assert!(app.child.try_wait().unwrap().is_none(), "wick run gave up:\n{}", app.log());
     assert!(app.log().matches("wick_no_such_mic").count() >= 1, "{}", app.log());
     assert!(!app.notifications().iter().any(|n| n == "READY=1"), "READY=1 without a microphone");
+
+    // `wick ctl` is the same socket from the command line: status is one line of JSON; an
+    // unknown word is refused by the argument parser, and no appliance is a clear error.
+    let config = app.dir.path().join("wick.toml");
+    let (out, stdout, stderr) = common::run(common::wick().arg("--config").arg(&config).args(["ctl", "status"]));
+    assert!(out.status.success(), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(status["capture"]["state"], "unavailable", "{status}");
+    let (out, _, stderr) = common::run(common::wick().arg("--config").arg(&config).args(["ctl", "presss"]));
+    assert!(!out.status.success() && stderr.contains("press, release, tap, status"), "{stderr}");
     assert!(app.terminate());
+    let (out, _, stderr) = common::run(common::wick().arg("--config").arg(&config).args(["ctl", "press"]));
+    assert!(!out.status.success(), "ctl press succeeded with no appliance running");
+    assert!(stderr.contains("control.sock") && stderr.contains("wick run"), "{stderr}");
 
     // doctor names the device and fails.
     let dir = app.dir.path();

@@ -55,6 +55,7 @@ pub const MEMORY_BUDGET_BYTES: u64 = 3_500_000_000;
 pub fn run(assembly: &Assembly) -> Report {
     let mut r = Report::default();
     let config = &assembly.config;
+    settings(&mut r, config);
     sound(&mut r, config);
     button(&mut r, config);
     let on_gpu = gpu(&mut r, assembly);
@@ -63,6 +64,18 @@ pub fn run(assembly: &Assembly) -> Report {
     voice_speaker(&mut r, config, &models);
     memory(&mut r, config, &models, on_gpu);
     r
+}
+
+/// Which files the settings came from, so a surprising value can be traced to its file.
+fn settings(r: &mut Report, config: &Config) {
+    let what = match config.sources.as_slice() {
+        [] => format!("built-in defaults (no {} or {})", crate::config::SYSTEM_CONFIG, crate::config::LOCAL_CONFIG),
+        sources => {
+            let names: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+            format!("settings from {}", names.join(", then "))
+        }
+    };
+    r.add("config", Level::Info, what, None);
 }
 
 fn sound(r: &mut Report, config: &Config) {

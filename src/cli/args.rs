@@ -15,7 +15,8 @@ use wick::device::DeviceChoice;
     about = "A local voice appliance: push to talk, Whisper hears, Llama thinks, a neural voice answers"
 )]
 pub struct Cli {
-    /// Config file (default: /etc/wick/wick.toml when it exists, else built-in defaults).
+    /// Config file, the only one read (default: /etc/wick/wick.toml, then /data/wick/wick.toml
+    /// over it key by key, each when it exists; else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Model data directory (overrides WICK_MODELS and the config's models.dir).
@@ -55,6 +56,9 @@ pub enum Command {
     /// Run the appliance: hold the button and speak, hear the answer (sound devices, button
     /// and control socket from the config). Each turn prints one JSON line.
     Run(RunArgs),
+    /// Talk to the running appliance through its control socket: press, release or tap the
+    /// button, or print its status (one JSON line).
+    Ctl(CtlArgs),
     /// Check that the configured appliance can run here: sound devices, button, CUDA, model
     /// files and checksums, memory. Exits non-zero when something must be fixed.
     Doctor(DoctorArgs),
@@ -179,6 +183,17 @@ pub struct RunArgs {
     /// Also take the button from standard input: Enter starts talking, Enter again stops.
     #[arg(long)]
     pub stdin: bool,
+}
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// press (start talking), release (stop talking), tap (stop the answer), or status.
+    #[arg(value_name = "COMMAND", value_parser = ["press", "release", "tap", "status"])]
+    pub command: String,
+    /// Control socket (default: input.socket, else $XDG_RUNTIME_DIR/wick/control.sock, else
+    /// /run/wick/control.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Args)]

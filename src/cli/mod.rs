@@ -6,6 +6,7 @@ pub mod args;
 mod ask;
 mod bench;
 mod chat;
+mod ctl;
 mod doctor;
 mod models;
 mod run;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Say(args) => say::run(&assembly, args),
         Command::Ask(args) => ask::run(&assembly, args),
         Command::Run(args) => run::run(&assembly, args),
+        Command::Ctl(args) => ctl::run(&assembly.config, args),
         Command::Doctor(args) => doctor::run(&assembly, args),
         Command::Bench(BenchCommand::Stt(args)) => bench::stt(&assembly, args),
         Command::Bench(BenchCommand::Tts { voice, json }) => bench::tts(&assembly, &voice, json),

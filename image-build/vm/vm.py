@@ -1,0 +1,291 @@
+"""One virtual machine running the twin image under QEMU (q35, OVMF, TCG), and the ways a test
+reaches into it:
+
+- the agent: a root shell on the virtio serial port org.wick.vmtest, which the twin image
+  starts only when that port exists (board/qemu-amd64: wick-vmtest-agent.service);
+- QMP: QEMU's own control socket, for the virtual keyboard's keys, resets and power-off;
+- the serial console, written to console.log in the run directory.
+
+All three are Unix sockets or files in the run directory: nothing leaves this machine, and
+the VM has no network device at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/ovmf")]
+
+
+class VmError(Exception):
+    pass
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    for d in OVMF_DIRS:
+        code, vars_ = d / "OVMF_CODE_4M.fd", d / "OVMF_VARS_4M.fd"
+        if code.is_file() and vars_.is_file():
+            return code, vars_
+    raise VmError("OVMF firmware not found in /usr/share/OVMF: apt-get install ovmf")
+
+
+class Agent:
+    """The root shell on the VM's test port, one command at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connects and waits until the shell answers: after the previous client left, the
+        guest's shell sees the port close and is started again, and what is sent meanwhile
+        may be lost, so a greeting is repeated until one comes back."""
+        self.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(self.path))
+        self.sock = s
+        self.buf = b""
+        tag = uuid.uuid4().hex[:12]
+        deadline = time.monotonic() + timeout
+        while True:
+            s.sendall(f"echo @@hello-{tag}@@\n".encode())
+            try:
+                self._read_until(f"@@hello-{tag}@@".encode(), min(deadline, time.monotonic() + 1.0))
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise TimeoutError(f"the VM's test agent did not answer on {self.path} within {timeout:.0f} s")
+        # The greeting may have been echoed more than once: drop what is buffered so far.
+        time.sleep(0.2)
+        s.settimeout(0.2)
+        try:
+            while s.recv(65536):
+                pass
+        except socket.timeout:
+            pass
+        self.buf = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _read_until(self, marker: bytes, deadline: float) -> bytes:
+        assert self.sock is not None
+        while marker not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ConnectionError("the VM's test port closed")
+            self.buf += chunk
+        i = self.buf.index(marker)
+        out, self.buf = self.buf[:i], self.buf[i + len(marker):]
+        return out
+
+    def run(self, command: str, timeout: float = 60.0) -> tuple[int, str]:
+        """Runs one shell command line as root in the VM; returns its exit status and output."""
+        if self.sock is None:
+            self.connect()
+        tag = uuid.uuid4().hex[:12]
+        line = f"( {command} ) </dev/null 2>&1; echo \"@@{tag} $?@@\"\n"
+        self.sock.sendall(line.encode())
+        deadline = time.monotonic() + timeout
+        try:
+            out = self._read_until(f"@@{tag} ".encode(), deadline)
+            rc = self._read_until(b"@@", deadline)
+        except TimeoutError:
+            # The shell is still busy with the command: a fresh connection gets a fresh shell.
+            self.close()
+            raise TimeoutError(f"no answer within {timeout:.0f} s to: {command}")
+        return int(rc), out.decode(errors="replace")
+
+    def check(self, command: str, timeout: float = 60.0) -> str:
+        rc, out = self.run(command, timeout)
+        if rc != 0:
+            raise VmError(f"in the VM, `{command}` exited {rc}: {out.strip()[-2000:]}")
+        return out
+
+    def send(self, command: str) -> None:
+        """Starts a command line without waiting for it (a reboot: no answer would come)."""
+        if self.sock is None:
+            self.connect()
+        self.sock.sendall(f"( {command} ) </dev/null >/dev/null 2>&1 &\n".encode())
+
+    def upload(self, data: bytes, path: str, timeout: float = 120.0) -> None:
+        """Writes `data` to `path` in the VM (base64 through the shell)."""
+        if self.sock is None:
+            self.connect()
+        tag = uuid.uuid4().hex[:12]
+        text = base64.encodebytes(data).decode()
+        self.sock.sendall(f"base64 -d > {path} <<'@@{tag}'\n{text}@@{tag}\necho \"@@{tag} $?@@\"\n".encode())
+        deadline = time.monotonic() + timeout
+        self._read_until(f"@@{tag} ".encode(), deadline)
+        rc = int(self._read_until(b"@@", deadline))
+        if rc != 0:
+            raise VmError(f"writing {path} in the VM failed ({rc})")
+
+    def download(self, path: str, timeout: float = 120.0) -> bytes:
+        return base64.b64decode(self.check(f"base64 -w0 {path}", timeout))
+
+
+class Qmp:
+    """QEMU's machine protocol: JSON commands, one answer each (events are skipped)."""
+
+    def __init__(self, path: Path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(path))
+        s.settimeout(30)
+        self.file = s.makefile("rw")
+        self.sock = s
+        json.loads(self.file.readline())  # greeting
+        self.command("qmp_capabilities")
+
+    def command(self, name: str, **arguments) -> dict:
+        msg = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        self.file.write(json.dumps(msg) + "\n")
+        self.file.flush()
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("QMP closed")
+            reply = json.loads(line)
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise VmError(f"QMP {name}: {reply['error']}")
+
+    def key(self, qcode: str, down: bool) -> None:
+        self.command("input-send-event", events=[{"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": qcode}}}])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Vm:
+    """The twin image booted from a copy-on-write overlay in `rundir`, so each run starts from
+    the image as built and the image itself is never written."""
+
+    def __init__(self, image: Path, rundir: Path, memory_mib: int = 3072, cpus: int = 2, kvm: bool = False):
+        self.image = image.resolve()
+        self.rundir = rundir.resolve()
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.kvm = kvm
+        self.proc: subprocess.Popen | None = None
+        self.agent = Agent(self.rundir / "agent.sock")
+        self.qmp: Qmp | None = None
+        self.started_at = 0.0
+
+    def fresh_disk(self) -> None:
+        """A new overlay over the image, and fresh firmware variables."""
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        overlay = self.rundir / "disk.qcow2"
+        overlay.unlink(missing_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image), str(overlay)], check=True)
+        _, vars_ = find_ovmf()
+        shutil.copyfile(vars_, self.rundir / "OVMF_VARS.fd")
+
+    def start(self, detach: bool = False) -> None:
+        """Powers on. `detach`: QEMU runs in a session of its own and outlives this process."""
+        if shutil.which("qemu-system-x86_64") is None:
+            raise VmError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+        code, _ = find_ovmf()
+        if not (self.rundir / "disk.qcow2").exists():
+            self.fresh_disk()
+        for s in ("agent.sock", "qmp.sock"):
+            (self.rundir / s).unlink(missing_ok=True)
+        cpu = os.environ.get("WICK_VM_CPU", "max")
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", cpu]
+        cmd = [
+            "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.memory_mib),
+            "-drive", f"if=pflash,format=raw,readonly=on,file={code}",
+            "-drive", f"if=pflash,format=raw,file={self.rundir / 'OVMF_VARS.fd'}",
+            "-drive", f"if=virtio,format=qcow2,file={self.rundir / 'disk.qcow2'}",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=agent,path={self.rundir / 'agent.sock'},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=org.wick.vmtest",
+            "-device", "virtio-keyboard-pci",
+            "-qmp", f"unix:{self.rundir / 'qmp.sock'},server=on,wait=off",
+            "-serial", f"file:{self.rundir / 'console.log'}",
+            "-nic", "none", "-display", "none", "-monitor", "none", "-no-user-config",
+        ]
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(self.rundir / "qemu.log", "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=detach)
+        deadline = time.monotonic() + 30
+        while not (self.rundir / "qmp.sock").exists():
+            if self.proc.poll() is not None:
+                raise VmError(f"QEMU exited at once ({self.proc.returncode}); see {self.rundir / 'qemu.log'}")
+            if time.monotonic() > deadline:
+                raise VmError("QEMU did not open its QMP socket within 30 s")
+            time.sleep(0.1)
+        self.qmp = Qmp(self.rundir / "qmp.sock")
+
+    def wait_agent(self, timeout: float) -> float:
+        """Waits until the agent answers; returns seconds since power-on."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise VmError(f"QEMU exited ({self.proc.returncode}); see {self.rundir}/console.log")
+            try:
+                self.agent.connect(timeout=5)
+                rc, out = self.agent.run("echo alive", timeout=3)
+                if rc == 0 and "alive" in out:
+                    return time.monotonic() - self.started_at
+            except (OSError, TimeoutError, ConnectionError, ValueError):
+                pass
+            time.sleep(1)
+        raise VmError(f"the VM's test agent did not answer within {timeout:.0f} s; see {self.rundir}/console.log")
+
+    def console_tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.rundir / "console.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Powers off cleanly (ACPI), and pulls the plug if it does not go in time."""
+        if self.proc is None:
+            return
+        try:
+            if self.qmp is not None:
+                self.qmp.command("system_powerdown")
+            self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired, VmError, ConnectionError):
+            self.kill()
+        self._closed()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._closed()
+
+    def _closed(self) -> None:
+        self.agent.close()
+        if self.qmp is not None:
+            try:
+                self.qmp.close()
+            except OSError:
+                pass
+            self.qmp = None
+        self.proc = None
