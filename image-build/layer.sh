@@ -55,8 +55,11 @@ tmpfs           /var      tmpfs  mode=0755,nosuid,nodev,size=64M    0 0
 FSTAB
 mkdir -p "$root/data"
 echo wick > "$root/etc/hostname"
-# Empty: systemd makes a machine id for each boot instead of writing one to a read-only /etc.
-: > "$root/etc/machine-id"
+# A machine id fixed per board, the same in every image for it: /etc is read-only, and an id
+# made afresh at each boot would hide the journal of the boots before (journalctl shows only
+# this machine's journals); a per-board id also survives updates. The appliance has no
+# network, where a shared id could matter.
+printf 'wick machine %s' "$BOARD_NAME" | sha256sum | cut -c1-32 > "$root/etc/machine-id"
 mkdir -p "$root/etc/systemd/journald.conf.d"
 cat > "$root/etc/systemd/journald.conf.d/wick.conf" <<'JOURNAL'
 # The journal goes to /var/log/journal, which is /data/log/journal: logs survive a reboot.

@@ -121,12 +121,6 @@ class Agent:
             raise VmError(f"in the VM, `{command}` exited {rc}: {out.strip()[-2000:]}")
         return out
 
-    def send(self, command: str) -> None:
-        """Starts a command line without waiting for it (a reboot: no answer would come)."""
-        if self.sock is None:
-            self.connect()
-        self.sock.sendall(f"( {command} ) </dev/null >/dev/null 2>&1 &\n".encode())
-
     def upload(self, data: bytes, path: str, timeout: float = 120.0) -> None:
         """Writes `data` to `path` in the VM (base64 through the shell)."""
         if self.sock is None:

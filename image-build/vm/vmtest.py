@@ -221,8 +221,9 @@ class Scenarios:
         rc, out = a.run("touch /etc/wick/x")
         if rc == 0 or "Read-only" not in out:
             raise VmError(f"the root filesystem could be written: {out}")
-        # The shell this runs in is stopped on the way down: nothing answers a reboot.
-        a.send("systemctl reboot")
+        # From a transient unit two seconds on: the answer comes back first, and the shell this
+        # runs in (stopped on the way down) takes nothing with it.
+        a.check("systemd-run --quiet --on-active=2 systemctl reboot")
         a.close()
         rebooted = time.monotonic()
         # Until the old system is down its shell may still answer: wait for a new boot id.
