@@ -119,8 +119,8 @@ impl Config {
         let name = match paths {
             [] => PathBuf::from("(defaults)"),
             [one] => one.to_path_buf(),
-            [.., last] => {
-                let below: Vec<String> = paths[..paths.len() - 1].iter().map(|p| p.display().to_string()).collect();
+            [below @ .., last] => {
+                let below: Vec<String> = below.iter().map(|p| p.display().to_string()).collect();
                 PathBuf::from(format!("{} (over {})", last.display(), below.join(", ")))
             }
         };
@@ -137,18 +137,13 @@ impl Config {
     /// One file's table, checked for syntax, unknown keys and types (not yet for values, which
     /// may depend on another file's).
     fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
-        let parse_error = |e: toml::de::Error| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string().trim_end().to_string(),
-        };
         // Parsed as a Config from the text, so that an error points at its line and column.
-        toml::from_str::<Config>(text).map_err(parse_error)?;
-        toml::from_str(text).map_err(parse_error)
+        toml::from_str::<Config>(text).map_err(|e| parse_error(path, e))?;
+        toml::from_str(text).map_err(|e| parse_error(path, e))
     }
 
     fn from_table(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
-        let config = Config::deserialize(table)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
+        let config = Config::deserialize(table).map_err(|e| parse_error(path, e))?;
         config.validate(path)?;
         Ok(config)
     }
@@ -185,6 +180,10 @@ impl Config {
             stall: Duration::from_secs_f64(self.runtime.stage_stall_s),
         }
     }
+}
+
+fn parse_error(path: &Path, e: toml::de::Error) -> ConfigError {
+    ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() }
 }
 
 /// Lays `over` onto `base`: tables merge key by key, any other value replaces the one below.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -206,8 +205,7 @@ class Vm:
             self.fresh_disk()
         for s in ("agent.sock", "qmp.sock"):
             (self.rundir / s).unlink(missing_ok=True)
-        cpu = os.environ.get("WICK_VM_CPU", "max")
-        accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", cpu]
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", "max"]
         cmd = [
             "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.memory_mib),
             "-drive", f"if=pflash,format=raw,readonly=on,file={code}",

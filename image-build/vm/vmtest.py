@@ -3,7 +3,8 @@
 Writes one entry per scenario (name, passed, figures, and why it failed) to the report, also
 when a scenario fails; exits non-zero when any did.
 
-Usage: vmtest.py IMAGE CLIP REPORT [--rundir DIR] [--kvm] [--only NAME,...]
+Usage: vmtest.py IMAGE CLIP REPORT --wick WICK --models DIR [--rundir DIR] [--kvm] [--only NAME,...]
+(WICK and DIR: wick on this machine and its test models, to transcribe the speaker's recordings)
 """
 
 from __future__ import annotations
