@@ -10,7 +10,12 @@ use wick::stt::normalize::{normalize, wer};
 
 /// `wick transcribe --json` of `files`: one JSON object per file, in order.
 fn transcribe_json(files: &[PathBuf]) -> Vec<serde_json::Value> {
-    let (out, stdout, stderr) = run(wick().arg("transcribe").arg("--json").args(files));
+    transcribe_json_with(files, &[])
+}
+
+/// [`transcribe_json`] with extra arguments before the subcommand (`--config`).
+fn transcribe_json_with(files: &[PathBuf], global: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let (out, stdout, stderr) = run(wick().args(global).arg("transcribe").arg("--json").args(files));
     assert!(out.status.success(), "transcribe failed: {stderr}");
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), files.len(), "{stdout}");
@@ -50,6 +55,40 @@ fn dev_set_word_error_rate_is_at_most_8_percent() {
     let rate = wer(pairs.iter().map(|(r, h)| (r.as_str(), h.as_str())));
     eprintln!("WER over {} clips: {:.2} %", pairs.len(), rate * 100.0);
     assert!(rate <= 0.08, "WER {:.2} % is above 8 %", rate * 100.0);
+}
+
+#[test]
+fn an_encoder_hearing_only_the_speech_gives_the_words_of_whole_windows() {
+    let clips = dev_clips();
+    let files: Vec<PathBuf> = clips.iter().map(|(f, _)| f.clone()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("speech.toml");
+    std::fs::write(&config, "[stt]\nencoder_span = \"speech\"\n").unwrap();
+    let window = transcribe_json(&files);
+    let speech = transcribe_json_with(&files, &["--config".as_ref(), config.as_os_str()]);
+    let rate = |lines: &[serde_json::Value]| {
+        wer(clips.iter().zip(lines).map(|((_, r), l)| (r.as_str(), l["text"].as_str().unwrap())))
+    };
+    let (whole, short) = (rate(&window), rate(&speech));
+    let seconds = |lines: &[serde_json::Value]| lines.iter().map(|l| l["elapsed_s"].as_f64().unwrap()).sum::<f64>();
+    eprintln!(
+        "WER whole windows {:.2} % in {:.2} s, speech only {:.2} % in {:.2} s",
+        whole * 100.0,
+        seconds(&window),
+        short * 100.0,
+        seconds(&speech)
+    );
+    for ((file, _), (w, s)) in clips.iter().zip(window.iter().zip(&speech)) {
+        eprintln!("{}\n  window: {}\n  speech: {}", file.display(), w["text"], s["text"]);
+        assert_eq!(w["encoded_s"].as_f64(), Some(30.0), "{}", file.display());
+        let (heard, encoded) = (s["speech_s"].as_f64().unwrap(), s["encoded_s"].as_f64().unwrap());
+        assert!(
+            encoded >= heard + 3.99 && encoded <= (heard + 5.01).min(30.0),
+            "{}: {encoded} s encoded for {heard} s",
+            file.display()
+        );
+    }
+    assert!(short <= whole + 0.01, "speech-only WER {:.2} % against {:.2} %", short * 100.0, whole * 100.0);
 }
 
 #[test]

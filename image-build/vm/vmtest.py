@@ -172,14 +172,21 @@ class Scenarios:
         a.stop_recording()
         if not turns or turns[0].get("outcome") != "cancelled" or turns[0].get("cancelled_by") != "barge-in":
             raise VmError(f"the spoken answer was not cut by the press: {turns}")
-        return {"press_to_listening_s": round(to_listening, 2), "cut_after_audio_s": turns[0].get("reply_audio_s"),
+        if turns[0].get("first_sample_played_s") is None:
+            raise VmError(f"the press came before the answer was heard: {turns[0]}")
+        return {"press_to_listening_s": round(to_listening, 2),
+                "release_to_first_sample_s": turns[0].get("first_sample_played_s"),
+                "cut_reply": turns[0].get("reply"),
                 "next_turn": turns[1].get("outcome") if len(turns) > 1 else None}
 
     def unplug(self) -> dict:
         a = self.vm.agent
-        # Unbinding the driver is what a USB unplug does to an open card; then the module goes
-        # and comes back, and udev names the new card again.
-        a.check("echo snd_aloop.0 > /sys/bus/platform/drivers/snd_aloop/unbind")
+        # Unbinding the driver is what a USB unplug does to an open card. The kernel frees the
+        # card only once every process has closed it (until then the write below waits, so it
+        # runs in the background); then the module goes and comes back, and udev names the
+        # new card again.
+        a.check("rm -f /tmp/unbind.done; (echo snd_aloop.0 > /sys/bus/platform/drivers/snd_aloop/unbind;"
+                " touch /tmp/unbind.done) >/dev/null 2>&1 &")
         start = time.monotonic()
         status: dict = {}
         while time.monotonic() - start < 60:
@@ -189,10 +196,19 @@ class Scenarios:
             time.sleep(1)
         else:
             raise VmError(f"60 s after the card went, the status does not say the microphone is unavailable: {status}")
+        unavailable_s = time.monotonic() - start
+        while a.run("test -e /tmp/unbind.done")[0] != 0:
+            if time.monotonic() - start > 60:
+                holders = a.check("for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q /dev/snd/ &&"
+                                  " echo \"${p#/proc/} $(cat $p/comm)\"; done; true")
+                raise VmError(f"the unplugged card was not let go of within 60 s; /dev/snd is open in: {holders}")
+            time.sleep(1)
+        freed_s = time.monotonic() - start
         a.check("modprobe -r snd-aloop && modprobe snd-aloop")
         back = time.monotonic()
         fig = self.ask("gpio", "unplug")
-        fig.update(status_unplugged=status, replugged_to_answer_s=round(time.monotonic() - back, 1))
+        fig.update(unplug_to_unavailable_s=round(unavailable_s, 1), unplug_to_card_freed_s=round(freed_s, 1),
+                   status_unplugged=status, replugged_to_answer_s=round(time.monotonic() - back, 1))
         return fig
 
     def crash(self) -> dict:
@@ -240,6 +256,8 @@ class Scenarios:
                 a.close()
         self.app.wait_ready(READY_TIMEOUT)
         reboot_to_ready = time.monotonic() - rebooted
+        # /tmp is a tmpfs: the question goes there again for the scenarios after this one.
+        a.upload(self.clip.read_bytes(), CLIP_IN_VM)
         kept = a.check("cat /data/wick/wick.toml")
         if 'button = "evdev"' not in kept:
             raise VmError(f"/data/wick/wick.toml did not survive: {kept}")

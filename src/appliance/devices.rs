@@ -65,4 +65,8 @@ impl Loudspeaker for AlsaLoudspeaker {
             tracing::warn!("draining playback: {e}");
         }
     }
+
+    fn idle(&mut self) {
+        self.0.check();
+    }
 }

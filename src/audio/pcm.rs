@@ -379,6 +379,26 @@ impl Device {
         Ok(Device { pcm, name: cfg.device.clone(), direction, format, xruns: 0 })
     }
 
+    /// The stream's state, or [`PcmError::Gone`] when its card was disconnected (a USB unplug,
+    /// a driver unbound): then only closing it lets the kernel free the card, and a card
+    /// plugged in again gets its name back only once the old one is freed. Not the alsa crate's
+    /// `state()`, which panics on the negative error a disconnected `hw` device returns.
+    fn state(&self) -> Result<State, PcmError> {
+        let raw = self.pcm.state_raw();
+        match State::all().iter().copied().find(|&s| s as i32 == raw) {
+            Some(State::Disconnected) | None => Err(PcmError::Gone {
+                device: self.name.clone(),
+                message: format!(
+                    "{} went away (unplugged, or its driver unloaded); wick reopens it when it is back \
+                     (check the cable and `{}`)",
+                    self.direction,
+                    self.direction.list_command()
+                ),
+            }),
+            Some(state) => Ok(state),
+        }
+    }
+
     /// Recovers from a failed transfer when ALSA can (xrun, suspend, signal); otherwise the
     /// error says whether the device went away.
     fn recover(&mut self, e: alsa::Error, said: &str) -> Result<(), PcmError> {
@@ -435,7 +455,7 @@ impl Device {
     /// Gets a stream out of DRAINING/SETUP/XRUN and ready for the next transfer.
     /// Waits until a running device can take or give a period, for at most [`STALL`].
     fn wait_ready(&mut self, what: &str) -> Result<(), PcmError> {
-        if self.pcm.state() != State::Running {
+        if self.state()? != State::Running {
             // Not started (capture starts with its first read) or needing recovery: the
             // transfer itself starts it or reports what is wrong.
             return Ok(());
@@ -566,6 +586,12 @@ impl Playback {
         Ok(())
     }
 
+    /// Ok while the device is still there; checked while nothing plays, since only a transfer
+    /// would otherwise notice that it went away.
+    pub fn check(&self) -> Result<(), PcmError> {
+        self.dev.state().map(|_| ())
+    }
+
     /// Drops everything queued now (`snd_pcm_drop`) and is ready to play again.
     pub fn stop(&mut self) -> Result<(), PcmError> {
         let (dropped, said) = alsa_said(|| self.dev.pcm.drop());
@@ -578,7 +604,7 @@ impl Playback {
     /// taking audio is reported as stalled.
     pub fn drain(&mut self) -> Result<(), PcmError> {
         let pcm = &self.dev.pcm;
-        match pcm.state() {
+        match self.dev.state()? {
             // Nothing left to play: the xrun already emptied the buffer.
             State::XRun => return self.dev.prepare(),
             State::Suspended => {
@@ -603,7 +629,7 @@ impl Playback {
         let mut last_avail = -1;
         let mut progress_at = std::time::Instant::now();
         loop {
-            if pcm.state() != State::Running {
+            if self.dev.state()? != State::Running {
                 break;
             }
             let avail = match alsa_said(|| pcm.avail_update()) {

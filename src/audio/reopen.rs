@@ -206,6 +206,22 @@ impl ReopeningPlayback {
         }
     }
 
+    /// While nothing plays: closes a device that went away (so the kernel can free its card)
+    /// and reopens a missing one when the backoff allows, so `status` tells the truth between
+    /// answers too.
+    pub fn check(&mut self) {
+        match self.device.as_ref().map(Playback::check) {
+            Some(Err(e)) => {
+                // Only Gone comes from check().
+                let _ = self.handle(e);
+            }
+            Some(Ok(())) => {}
+            None => {
+                self.ensure_open(false);
+            }
+        }
+    }
+
     /// Drops what is queued; nothing to do without a device.
     pub fn stop(&mut self) -> Result<(), PcmError> {
         match self.device.as_mut().map(Playback::stop) {

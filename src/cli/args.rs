@@ -43,7 +43,7 @@ pub struct Cli {
 pub enum Command {
     /// Turn speech in WAV files into text with Whisper.
     #[command(
-        mut_arg("json", |a| a.help(r#"One JSON object per line: {"file","text","audio_s","elapsed_s","speech_s","gain_db"} (speech_s: seconds of speech Whisper heard; gain_db: how much it was amplified)"#)),
+        mut_arg("json", |a| a.help(r#"One JSON object per line: {"file","text","audio_s","elapsed_s","speech_s","encoded_s","gain_db"} (speech_s: seconds of speech Whisper heard; encoded_s: seconds its encoder ran over, padding included; gain_db: how much it was amplified)"#)),
         mut_arg("files", |a| a.help("WAV files: 8-48 kHz, mono or stereo, 16/24/32-bit integer or 32-bit float"))
     )]
     Transcribe(SttFilesArgs),

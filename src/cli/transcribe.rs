@@ -24,7 +24,8 @@ pub fn run(assembly: &Assembly, args: SttFilesArgs) -> Result<ExitCode> {
                 if args.json {
                     let line = serde_json::json!({
                         "file": file, "text": transcript.text, "audio_s": round3(audio_s), "elapsed_s": round3(elapsed_s),
-                        "speech_s": round3(transcript.speech_s), "gain_db": round3(transcript.gain_db as f64),
+                        "speech_s": round3(transcript.speech_s),
+                        "encoded_s": round3(transcript.encoded_s), "gain_db": round3(transcript.gain_db as f64),
                     });
                     println!("{line}");
                 } else if args.files.len() > 1 {

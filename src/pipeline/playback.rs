@@ -22,7 +22,12 @@ struct Player {
     playing: Option<(TurnId, usize)>,
     /// The voice-to-device converter, kept while the rates stay the same.
     converter: Option<Converter>,
+    /// When the idle loudspeaker was last asked whether it is still there.
+    idle_checked: Instant,
 }
+
+/// How often an idle loudspeaker is checked: an unplugged card is let go of within this.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 pub fn spawn(
     speaker: Box<dyn Loudspeaker>,
@@ -32,7 +37,15 @@ pub fn spawn(
     heartbeat: Arc<Heartbeat>,
 ) -> JoinHandle<()> {
     let died = events.clone();
-    let mut p = Player { speaker, generation, events, heartbeat: heartbeat.clone(), playing: None, converter: None };
+    let mut p = Player {
+        speaker,
+        generation,
+        events,
+        heartbeat: heartbeat.clone(),
+        playing: None,
+        converter: None,
+        idle_checked: Instant::now(),
+    };
     health::spawn_stage(heartbeat, died, move || p.run(sound))
 }
 
@@ -47,6 +60,10 @@ impl Player {
                 Ok(Sound::End { turn }) => self.end(turn),
                 Err(RecvTimeoutError::Timeout) => {
                     self.stop_if_stale();
+                    if self.playing.is_none() && self.idle_checked.elapsed() >= IDLE_CHECK {
+                        self.speaker.idle();
+                        self.idle_checked = Instant::now();
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -69,4 +69,7 @@ pub trait Loudspeaker: Send {
     fn stop(&mut self);
     /// Waits until what is queued has been heard.
     fn drain(&mut self);
+    /// Called about twice a second while nothing plays: a device can notice here that it was
+    /// unplugged, and let go of it.
+    fn idle(&mut self) {}
 }

@@ -3,7 +3,7 @@
 //! state can be reached and left on purpose, without models or sound devices.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +32,11 @@ struct Script {
     mic_panics: AtomicBool,
     /// A stage is holding (the LLM waiting to be cancelled, the voice's minute being played).
     holding: AtomicBool,
+    /// The loudspeaker has audio queued (from its first play to its drain or stop).
+    sounding: AtomicBool,
+    /// Idle checks of the loudspeaker, and those made while it had audio queued.
+    idle_checks: AtomicUsize,
+    idle_checks_while_sounding: AtomicUsize,
 }
 
 impl Script {
@@ -124,7 +129,7 @@ impl Speak for FakeVoice {
 }
 
 /// Plays a period in half a millisecond: a long answer takes long enough to interrupt.
-struct FakeSpeaker;
+struct FakeSpeaker(Arc<Script>);
 
 impl Loudspeaker for FakeSpeaker {
     fn rate(&self) -> Option<u32> {
@@ -134,11 +139,22 @@ impl Loudspeaker for FakeSpeaker {
         320
     }
     fn play(&mut self, _: &[f32]) -> StageResult<bool> {
+        self.0.sounding.store(true, Ordering::Release);
         std::thread::sleep(Duration::from_micros(500));
         Ok(true)
     }
-    fn stop(&mut self) {}
-    fn drain(&mut self) {}
+    fn stop(&mut self) {
+        self.0.sounding.store(false, Ordering::Release);
+    }
+    fn drain(&mut self) {
+        self.0.sounding.store(false, Ordering::Release);
+    }
+    fn idle(&mut self) {
+        self.0.idle_checks.fetch_add(1, Ordering::AcqRel);
+        if self.0.sounding.load(Ordering::Acquire) {
+            self.0.idle_checks_while_sounding.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 struct Harness {
@@ -166,7 +182,7 @@ impl Harness {
                 hear: Box::new(FakeHear(s.clone())),
                 think: Box::new(FakeThink(s.clone())),
                 voice: Box::new(FakeVoice(s.clone())),
-                loudspeaker: Box::new(FakeSpeaker),
+                loudspeaker: Box::new(FakeSpeaker(s.clone())),
             };
             let settings = Settings {
                 recorder: RecorderSettings {
@@ -347,6 +363,22 @@ fn a_press_while_thinking_or_speaking_cancels_and_the_new_turn_is_answered() {
     assert!(first.reply_audio_s < 60.0, "the minute was cut short: {first:?}");
     assert_eq!(second.outcome, Outcome::Answered, "{second:?}");
     assert!(second.turn > first.turn);
+    assert!(h.end().is_ok());
+}
+
+#[test]
+fn an_idle_loudspeaker_is_checked_for_unplugging_and_a_sounding_one_is_left_alone() {
+    let mut h = Harness::start();
+    let deadline = Instant::now() + WAIT;
+    while h.script.idle_checks.load(Ordering::Acquire) < 2 {
+        assert!(Instant::now() < deadline, "the idle loudspeaker was never checked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A minute of answer, then a second one: no check while either sounds.
+    h.script.voice.lock().unwrap().push_back(Act::Hold);
+    assert_eq!(h.answered_turn().outcome, Outcome::Answered);
+    assert_eq!(h.answered_turn().outcome, Outcome::Answered);
+    assert_eq!(h.script.idle_checks_while_sounding.load(Ordering::Acquire), 0);
     assert!(h.end().is_ok());
 }
 

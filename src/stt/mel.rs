@@ -93,14 +93,15 @@ pub struct LogMel {
 }
 
 impl LogMel {
-    /// Frames `[start, start + WINDOW_FRAMES)` with frames past `end` replaced by padding,
-    /// laid out `[n_mels][WINDOW_FRAMES]`.
-    pub fn window(&self, start: usize, end: usize) -> Vec<f32> {
-        let take = end.min(self.n_frames).saturating_sub(start).min(WINDOW_FRAMES);
-        let mut out = vec![self.pad_value; self.n_mels * WINDOW_FRAMES];
+    /// `frames` frames from `start` (at most [`WINDOW_FRAMES`]), with frames past `end`
+    /// replaced by padding, laid out `[n_mels][frames]`.
+    pub fn window(&self, start: usize, end: usize, frames: usize) -> Vec<f32> {
+        let frames = frames.min(WINDOW_FRAMES);
+        let take = end.min(self.n_frames).saturating_sub(start).min(frames);
+        let mut out = vec![self.pad_value; self.n_mels * frames];
         for m in (0..self.n_mels).filter(|_| take > 0) {
             let src = &self.data[m * self.n_frames + start..][..take];
-            out[m * WINDOW_FRAMES..][..take].copy_from_slice(src);
+            out[m * frames..][..take].copy_from_slice(src);
         }
         out
     }
@@ -212,8 +213,13 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "mel {m} frame {t}: {a} vs {b}");
             }
         }
-        let w = mel.window(0, mel.n_frames);
+        let w = mel.window(0, mel.n_frames, WINDOW_FRAMES);
         assert_eq!(w.len(), 80 * WINDOW_FRAMES);
         assert_eq!(w[WINDOW_FRAMES - 1], mel.pad_value);
+        let short = mel.window(0, 10, 400);
+        assert_eq!(short.len(), 80 * 400);
+        assert_eq!(short[9], w[9]);
+        assert_eq!(short[10], mel.pad_value);
+        assert_eq!(short[400 + 9], w[WINDOW_FRAMES + 9], "second mel band starts at 400");
     }
 }

@@ -62,7 +62,40 @@ pub struct SttOptions {
     /// The level (loudest 100 ms, dBFS) speech is brought to before Whisper hears it, within
     /// the activity's gain ceiling.
     pub speech_level_dbfs: f32,
+    pub span: EncoderSpan,
     pub decode: DecodeOptions,
+}
+
+/// How much of each 30 s window the encoder hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderSpan {
+    /// All 30 s, the speech followed by silence padding, as Whisper was trained.
+    #[default]
+    Window,
+    /// The speech and a margin of padding, in whole seconds: the encoder's work shrinks with
+    /// the question (a 3 s question costs about a quarter of a window), which a slow CPU or an
+    /// emulated one needs. Whisper was trained on whole windows, so words can change; the
+    /// idea is whisper.cpp's `audio_ctx`.
+    Speech,
+}
+
+impl EncoderSpan {
+    /// Padding heard after the speech with [`EncoderSpan::Speech`], in mel frames (10 ms).
+    /// On the dev clips tiny.en's words are those of whole windows from 3 s on; with 2 s
+    /// one clip (5.7 s) fell into a repetition loop, with 1 s one lost all its words.
+    const SPEECH_MARGIN_FRAMES: usize = 400;
+
+    /// The mel frames the encoder hears for `content` frames of audio: always even (the
+    /// encoder's second convolution halves them), never more than a window.
+    pub fn frames(self, content: usize) -> usize {
+        match self {
+            EncoderSpan::Window => WINDOW_FRAMES,
+            EncoderSpan::Speech => {
+                (content + Self::SPEECH_MARGIN_FRAMES).div_ceil(100).saturating_mul(100).min(WINDOW_FRAMES)
+            }
+        }
+    }
 }
 
 impl Default for SttOptions {
@@ -71,6 +104,7 @@ impl Default for SttOptions {
             language: None,
             activity: ActivityOptions::default(),
             speech_level_dbfs: DEFAULT_SPEECH_LEVEL_DBFS,
+            span: EncoderSpan::default(),
             decode: DecodeOptions::default(),
         }
     }
@@ -101,6 +135,8 @@ pub struct Transcript {
     pub timings: SttTimings,
     /// Seconds of audio Whisper heard: the speech and its margins (0 when none was found).
     pub speech_s: f64,
+    /// Seconds of audio the encoder ran over, padding included: 30 per window heard whole.
+    pub encoded_s: f64,
     /// The gain the speech was heard with, in dB (0 when none was found).
     pub gain_db: f32,
 }
@@ -178,6 +214,7 @@ impl Transcriber {
                 windows: Vec::new(),
                 timings,
                 speech_s: 0.0,
+                encoded_s: 0.0,
                 gain_db: 0.0,
             });
         };
@@ -208,6 +245,7 @@ impl Transcriber {
         let mut windows = Vec::new();
         let mut language = None;
         let mut seek = 0;
+        let mut encoded_frames = 0;
         while seek < mel.content_frames {
             let end = window_end(&loudness, seek, mel.content_frames);
             // A window of a long recording with no speech in it is not worth the encoder.
@@ -221,7 +259,9 @@ impl Transcriber {
             }
             progress();
             let t = Instant::now();
-            let encoded = self.model.encode(&mel.window(seek, end))?;
+            let frames = self.options.span.frames(end - seek);
+            encoded_frames += frames;
+            let encoded = self.model.encode(&mel.window(seek, end, frames), progress)?;
             let mut state = self.model.start_decoding(&encoded)?;
             timings.encoder_s += t.elapsed().as_secs_f64();
 
@@ -246,7 +286,8 @@ impl Transcriber {
         timings.windows = windows.len();
         let text = windows.iter().map(|w| w.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
         let speech_s = audio.len() as f64 / mel::SAMPLE_RATE as f64;
-        Ok(Transcript { text, language, windows, timings, speech_s, gain_db })
+        let encoded_s = encoded_frames as f64 / 100.0;
+        Ok(Transcript { text, language, windows, timings, speech_s, encoded_s, gain_db })
     }
 
     /// The start of the decoder's input: `<|startoftranscript|>`, and for multilingual models
@@ -304,6 +345,15 @@ fn window_end(loudness: &[f32], seek: usize, content_frames: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_speech_span_is_whole_seconds_after_a_margin_and_never_more_than_a_window() {
+        assert_eq!(EncoderSpan::Window.frames(120), WINDOW_FRAMES);
+        assert_eq!(EncoderSpan::Speech.frames(0), 400);
+        assert_eq!(EncoderSpan::Speech.frames(301), 800);
+        assert_eq!(EncoderSpan::Speech.frames(2_700), WINDOW_FRAMES);
+        assert_eq!(EncoderSpan::Speech.frames(WINDOW_FRAMES), WINDOW_FRAMES);
+    }
 
     #[test]
     fn windows_cut_at_the_quietest_point_and_never_overrun() {

@@ -140,14 +140,15 @@ impl Encoder {
         })
     }
 
-    /// `[b, n_mels, 3000]` -> `[b, 1500, d]`
-    fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+    /// `[b, n_mels, frames]` -> `[b, frames / 2, d]`, calling `progress` after each layer.
+    fn forward(&self, mel: &Tensor, progress: &dyn Fn()) -> Result<Tensor> {
         let x = ops::gelu_erf(&self.conv1.forward(mel)?)?;
         let x = ops::gelu_erf(&self.conv2.forward(&x)?)?;
         let x = x.transpose(1, 2)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, x.dim(1)?)?)?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
+            progress();
         }
         self.ln_post.forward(&x)
     }
@@ -285,11 +286,13 @@ impl Whisper {
         &self.device
     }
 
-    /// Encodes one 30 s window of log-mel frames laid out `[n_mels][3000]`.
-    pub fn encode(&self, mel: &[f32]) -> Result<Tensor> {
+    /// Encodes log-mel frames laid out `[n_mels][frames]`: a 30 s window (3000 frames) or,
+    /// with an even count, its start. `progress` is called after each layer, so a watchdog
+    /// sees an emulated CPU working through a long encoder.
+    pub fn encode(&self, mel: &[f32], progress: &dyn Fn()) -> Result<Tensor> {
         let frames = mel.len() / self.config.num_mel_bins;
         let mel = Tensor::from_slice(mel, (1, self.config.num_mel_bins, frames), &self.device)?.to_dtype(self.dtype)?;
-        self.encoder.forward(&mel)
+        self.encoder.forward(&mel, progress)
     }
 
     /// Projects the encoder output into every decoder layer's cross-attention keys and values.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::activity::ActivityOptions;
 use super::decode::DecodeOptions;
-use super::{SttOptions, DEFAULT_SPEECH_LEVEL_DBFS};
+use super::{EncoderSpan, SttOptions, DEFAULT_SPEECH_LEVEL_DBFS};
 use crate::settings::{Checked, Invalid};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Settings {
     pub speech_level_dbfs: f32,
     /// The most a quiet recording is amplified, in dB.
     pub max_gain_db: f32,
+    /// "window": the encoder hears whole 30 s windows, as Whisper was trained; "speech": only
+    /// the speech and a short margin, much less work for a short question.
+    pub encoder_span: EncoderSpan,
     /// Removed: the fixed level gate gave way to voice activity detection. Still read so that
     /// an older configuration keeps working; a warning says to remove it.
     #[serde(rename = "silence_threshold_dbfs")]
@@ -54,6 +57,7 @@ impl Default for Settings {
             speech_pad_ms: a.pad_ms,
             speech_level_dbfs: DEFAULT_SPEECH_LEVEL_DBFS,
             max_gain_db: a.max_gain_db,
+            encoder_span: EncoderSpan::default(),
             removed_silence_threshold_dbfs: None,
         }
     }
@@ -146,6 +150,7 @@ impl Settings {
                 max_gain_db: self.max_gain_db,
             },
             speech_level_dbfs: self.speech_level_dbfs,
+            span: self.encoder_span,
             decode: DecodeOptions {
                 temperatures: self.temperatures.clone(),
                 compression_ratio_threshold: self.compression_ratio_threshold,
