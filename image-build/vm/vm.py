@@ -262,13 +262,23 @@ class Vm:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def request_poweroff(self) -> None:
+        """Asks the guest to power off. The twin has no logind (nor D-Bus) to act on ACPI's
+        power button, so the agent's shell asks systemd, from a transient unit a second on so
+        that the answer comes back first; ACPI is the fallback when the agent does not answer."""
+        try:
+            self.agent.check("systemd-run --quiet --on-active=1 systemctl poweroff", timeout=30)
+        except (OSError, TimeoutError, VmError):
+            if self.qmp is not None:
+                self.qmp.command("system_powerdown")
+
     def stop(self, timeout: float = 120.0) -> None:
-        """Powers off cleanly (ACPI), and pulls the plug if it does not go in time."""
+        """Powers off cleanly, and pulls the plug if it does not go in time."""
         if self.proc is None:
             return
         try:
-            if self.qmp is not None:
-                self.qmp.command("system_powerdown")
+            if self.proc.poll() is None:
+                self.request_poweroff()
             self.proc.wait(timeout)
         except (OSError, subprocess.TimeoutExpired, VmError, ConnectionError):
             self.kill()

@@ -31,6 +31,10 @@ def running(vm: Vm) -> bool:
     sock = vm.rundir / "qmp.sock"
     if not sock.exists():
         return False
+    if vm.qmp is not None:
+        # QEMU serves one machine-protocol client at a time.
+        vm.qmp.close()
+        vm.qmp = None
     try:
         vm.qmp = Qmp(sock)
         return True
@@ -51,8 +55,16 @@ def main() -> int:
     vm = Vm(args.image, args.rundir, kvm=args.kvm)
     if args.stop:
         if running(vm):
-            vm.qmp.command("system_powerdown")
-            log("powering the VM off")
+            vm.request_poweroff()
+            # QEMU exits with the guest, and its machine socket goes with it.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and running(vm):
+                time.sleep(2)
+            if running(vm):
+                vm.qmp.command("quit")
+                log("the VM did not power off within 120 s: QEMU was stopped")
+            else:
+                log("the VM is powered off")
         else:
             log("no VM is running")
         return 0
