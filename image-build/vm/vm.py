@@ -211,8 +211,8 @@ class Vm:
         # Under TCG the CPU has SSE4.2 and no AVX: QEMU emulates AVX's 256-bit float operations
         # and FMA lane by lane in soft float. Measured with qemu-x86_64 on the same machine,
         # a float dot product runs 1200 times slower than native with FMA and 40 times with
-        # SSE, and `wick ask` of a dev clip takes 110 s with this model against far more than
-        # 10 minutes with `-cpu max`; wick's kernels pick their SSE paths at run time.
+        # SSE, and `wick bench stt` of a dev clip takes 28 s with this model against 242 s with
+        # `-cpu max` (0.24 s native); wick's kernels pick their SSE paths at run time.
         accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", "Nehalem"]
         cmd = [
             "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.memory_mib),
