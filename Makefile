@@ -55,7 +55,7 @@ export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference \
         cuda-check cross cross-deps test-aarch64 print-models-dir \
-        image-deps image-amd64 vm-test vm-ask vm-ask-stop
+        image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test
 
 all: build
 
@@ -174,7 +174,7 @@ test-aarch64: cross models
 # with GRUB, root slots A and B, /data with the test models. Its base root filesystem (Debian
 # packages, the gpio-sim module) is cached by its inputs; wick and the board's files are laid
 # on it at every build. Needs root (mmdebstrap's chroot); no mounts, no loop devices.
-IMAGE_APT := mmdebstrap qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs
+IMAGE_APT := mmdebstrap qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs rauc squashfs-tools openssl
 TWIN      := board/qemu-amd64
 TWIN_BASE := $(WICK_CACHE)/rootfs-qemu-amd64-$(call hash,image-build/rootfs.sh image-build/packages.txt \
                image-build/board.py $(TWIN)/board.toml $(TWIN)/customize.sh $(TWIN)/gpio-sim/build.sh)/base.tar
@@ -189,7 +189,8 @@ VM_SCENARIOS ?=
 
 image-deps:
 	@missing=""; for t in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-	    mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk mkfs.ext4:e2fsprogs; do \
+	    mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk mkfs.ext4:e2fsprogs rauc:rauc mksquashfs:squashfs-tools \
+	    openssl:openssl; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing="$$missing ovmf"; \
 	if [ -n "$$missing" ]; then \
@@ -202,10 +203,26 @@ image-deps:
 $(TWIN_BASE): | image-deps
 	image-build/rootfs.sh $(TWIN) $@
 
+# ---- Update bundles: signing ----
+# Bundles are signed with BUNDLE_KEY and BUNDLE_CERT and checked on the device against the
+# image's RAUC keyring, BUNDLE_KEYRING (the CA that issued BUNDLE_CERT). Unset, all three come
+# from a development PKI made once into the cache (never into the repository): fine for tests
+# and the twin, never for a real device (the README's "Updates" says how to make your own).
+DEV_PKI        := $(WICK_CACHE)/rauc-dev-pki
+BUNDLE_KEY     ?= $(DEV_PKI)/signing.key.pem
+BUNDLE_CERT    ?= $(DEV_PKI)/signing.cert.pem
+BUNDLE_KEYRING ?= $(DEV_PKI)/ca.cert.pem
+export BUNDLE_KEY BUNDLE_CERT BUNDLE_KEYRING
+
+dev-pki:
+	@if [ "$(BUNDLE_KEYRING)" = "$(DEV_PKI)/ca.cert.pem" ]; then image-build/rauc/dev-pki.sh $(DEV_PKI); \
+	else for f in "$(BUNDLE_CERT)" "$(BUNDLE_KEYRING)"; do \
+	  [ -f "$$f" ] || { echo "$$f is missing (BUNDLE_CERT, BUNDLE_KEYRING: see the README's Updates)"; exit 1; }; done; fi
+
 # The twin's disk image, with the release build of wick (no test features).
-image-amd64: image-deps models $(TWIN_BASE)
+image-amd64: image-deps models dev-pki $(TWIN_BASE)
 	$(CARGO) build --release
-	image-build/layer.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/image/root-qemu-amd64
+	image-build/layer.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/image/root-qemu-amd64 $(BUNDLE_KEYRING)
 	image-build/efi-disk.sh target/image/root-qemu-amd64 $(MODELS_DIR) test $(TWIN_IMG)
 	rm -rf target/image/root-qemu-amd64
 
@@ -213,6 +230,26 @@ image-amd64: image-deps models $(TWIN_BASE)
 vm-test: image-amd64
 	image-build/vm/vmtest.py $(TWIN_IMG) $(VM_CLIP) target/vm-test/report.json --rundir target/vm-test/run \
 	  --wick $(WICK) --models $(MODELS_DIR) $(VM_FLAGS) $(if $(VM_SCENARIOS),--only $(VM_SCENARIOS))
+
+# An update bundle of the twin's root filesystem at this version (what the image's slot A
+# holds), signed with BUNDLE_KEY: target/bundle/wick-qemu-amd64-VERSION.raucb.
+TWIN_BUNDLE := target/bundle/wick-qemu-amd64-$(VERSION).raucb
+bundle: image-deps models dev-pki $(TWIN_BASE)
+	$(CARGO) build --release
+	image-build/layer.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/image/root-qemu-amd64 $(BUNDLE_KEYRING)
+	@mkdir -p $(dir $(TWIN_BUNDLE))
+	image-build/bundle.sh target/image/root-qemu-amd64 $(TWIN_BUNDLE)
+	rm -rf target/image/root-qemu-amd64
+
+# Over-the-air updates in the VM: a newer bundle, one that fails the health gate, one that
+# does not boot, one signed by another CA, one for another board, a power cut while writing,
+# /data across an update, and an update streamed over HTTP. target/ota-test/report.json.
+# OTA_SCENARIOS=update,stream,... runs only those.
+OTA_SCENARIOS ?=
+ota-test: image-amd64
+	image-build/vm/ota-bundles.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/ota-test/bundles
+	image-build/vm/otatest.py $(TWIN_IMG) $(VM_CLIP) target/ota-test/bundles target/ota-test/report.json \
+	  --rundir target/ota-test/run $(VM_FLAGS) $(if $(OTA_SCENARIOS),--only $(OTA_SCENARIOS))
 
 # Asks the twin one question: make vm-ask IN=question.wav OUT=answer.wav (the VM stays up for
 # the next one; make vm-ask-stop powers it off).
@@ -234,5 +271,5 @@ clean-models:
 # Every clone's cached models, venvs and references, and CI's cargo target directory.
 clean-cache:
 	rm -rf $(WICK_CACHE)/test-models-* $(WICK_CACHE)/piper-venv-* $(WICK_CACHE)/piper-reference-* $(WICK_CACHE)/target \
-	  $(WICK_CACHE)/cuda-12.4-* $(WICK_CACHE)/candle-loading-* $(WICK_CACHE)/rootfs-*
+	  $(WICK_CACHE)/cuda-12.4-* $(WICK_CACHE)/candle-loading-* $(WICK_CACHE)/rootfs-* $(WICK_CACHE)/rauc-dev-pki
 	@rmdir $(WICK_CACHE) 2>/dev/null || true

@@ -19,10 +19,11 @@ KEYS = {
     "BOARD_BUILD_PACKAGES": ("image", "build_packages", list),
     "BOARD_CMDLINE": ("image", "cmdline", str),
     "BOARD_MODULES": ("image", "modules", list),
+    "BOARD_ESP_MOUNT": ("image", "esp_mount", str),
     "BOARD_BUTTON_KIND": ("button", "kind", str),
     "BOARD_SOUND_CARD": ("sound", "card", str),
 }
-OPTIONAL = {"BOARD_BUILD_PACKAGES", "BOARD_MODULES"}
+OPTIONAL = {"BOARD_BUILD_PACKAGES", "BOARD_MODULES", "BOARD_ESP_MOUNT"}
 
 
 def main() -> int:

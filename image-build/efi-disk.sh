@@ -44,8 +44,19 @@ mkfs.ext4 -q -F -L wick-root -d "$root" "$work/root.img" "${slot_mib}M" >/dev/nu
 wick_ids=$(awk -F: '$1 == "wick" {print $3 ":" $4}' "$root/etc/passwd")
 journal_gid=$(awk -F: '$1 == "systemd-journal" {print $3}' "$root/etc/group")
 [ -n "$wick_ids" ] && [ -n "$journal_gid" ] || { echo "efi-disk.sh: no wick user or systemd-journal group in $root" >&2; exit 1; }
-mkdir -p "$work/data/models" "$work/data/wick" "$work/data/log/journal"
+mkdir -p "$work/data/models" "$work/data/wick" "$work/data/log/journal" "$work/data/rauc"
 cp -a "$models/$set" "$work/data/models/"
+# RAUC's status of the slots (data-directory=/data/rauc): slot A holds this image from the
+# factory, so RAUC (and `wick status`) know its version before any update was installed.
+eval "$(grep -E '^(version|compatible)=' "$root/etc/wick/image" | sed 's/^/image_/')"
+cat > "$work/data/rauc/central.raucs" <<STATUS
+[slot.rootfs.0]
+bundle.compatible=$image_compatible
+bundle.version=$image_version
+bundle.description=factory image
+status=ok
+STATUS
+chmod 755 "$work/data/rauc"
 chown -R "$wick_ids" "$work/data/models" "$work/data/wick"
 chmod 750 "$work/data/wick"
 chown "0:$journal_gid" "$work/data/log/journal"
@@ -56,10 +67,10 @@ models_mib=$(du -sm "$work/data" | cut -f1)
 mkfs.ext4 -q -F -L data -d "$work/data" "$work/data.img" "${data_mib}M" >/dev/null
 
 # The EFI partition: GRUB, its menu, and the slot choice (a GRUB environment block: a header
-# line, KEY=VALUE lines, padded with '#' to 1024 bytes).
+# line, KEY=VALUE lines, padded with '#' to 1024 bytes). Slot A is good and untried; B is empty.
 sed -e "s/@A_UUID@/$a_uuid/" -e "s/@B_UUID@/$b_uuid/" -e "s|@CMDLINE@|$BOARD_CMDLINE|" \
   "$here/efi/grub.cfg.in" > "$work/grub.cfg"
-{ printf '# GRUB Environment Block\nORDER=A B\nA_OK=1\nB_OK=0\n'; } > "$work/grubenv"
+{ printf '# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n'; } > "$work/grubenv"
 head -c $((1024 - $(stat -c %s "$work/grubenv"))) /dev/zero | tr '\0' '#' >> "$work/grubenv"
 mkfs.vfat -n ESP -C "$work/esp.img" $((esp_mib * 1024)) >/dev/null
 mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT

@@ -129,3 +129,66 @@ fn the_unit_runs_wick_unprivileged_without_network_and_with_a_watchdog() {
     let gpio = read(&common::repo_root().join("udev/60-wick-gpio.rules"));
     assert!(gpio.contains("GROUP=\"gpio\"") && groups.contains(&"gpio"));
 }
+
+/// `[section]` -> key -> value of an INI file such as RAUC's system.conf.
+fn ini(text: &str) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((k, v)) = line.split_once('=') {
+            out.entry(section.clone()).or_insert_with(std::collections::BTreeMap::new).insert(k.into(), v.into());
+        }
+    }
+    out
+}
+
+#[test]
+fn each_boards_rauc_config_updates_its_two_root_slots_for_its_compatible() {
+    for dir in boards() {
+        let board_file = dir.join("board.toml");
+        let board: toml::Table = toml::from_str(&read(&board_file)).unwrap();
+        let compatible = text(table(&board, "board", &board_file), "compatible", &board_file);
+        let conf_file = dir.join("rauc/system.conf");
+        let conf = ini(&read(&conf_file));
+        let at = conf_file.display();
+        assert_eq!(conf["system"]["compatible"], compatible, "{at}");
+        // The root is read-only and replaced by updates: RAUC's status must live on /data.
+        assert_eq!(conf["system"]["data-directory"], "/data/rauc", "{at}");
+        assert_eq!(conf["system"]["bundle-formats"], "-plain", "{at}: verity bundles only (streamable)");
+        assert_eq!(conf["keyring"]["path"], "/etc/rauc/keyring.pem", "{at}");
+        // The health gate learns which slot is new from the shared pre-install handler.
+        assert_eq!(conf["handlers"]["pre-install"], "/usr/lib/wick/rauc/pre-install", "{at}");
+        let bootnames: Vec<&str> = ["slot.rootfs.0", "slot.rootfs.1"]
+            .iter()
+            .map(|s| conf.get(*s).unwrap_or_else(|| panic!("{at}: no [{s}]"))["bootname"].as_str())
+            .collect();
+        assert_eq!(bootnames, ["A", "B"], "{at}");
+    }
+    let twin = ini(&read(&common::repo_root().join("board/qemu-amd64/rauc/system.conf")));
+    let esp = read(&common::repo_root().join("board/qemu-amd64/board.toml"));
+    assert_eq!(twin["system"]["bootloader"], "grub");
+    assert!(
+        twin["system"]["grubenv"].starts_with("/boot/efi/") && esp.contains("esp_mount = \"/boot/efi\""),
+        "the grubenv RAUC edits is on the EFI partition the image mounts"
+    );
+}
+
+#[test]
+fn the_health_gate_runs_at_every_boot_and_the_handler_names_the_slot() {
+    let root = common::repo_root();
+    let unit = read(&root.join("systemd/wick-health.service"));
+    let has = |line: &str| unit.lines().any(|l| l.trim() == line);
+    for line in
+        ["Type=oneshot", "ExecStart=/usr/bin/wick health", "WantedBy=multi-user.target", "RequiresMountsFor=/data"]
+    {
+        assert!(has(line), "wick-health.service lacks {line}");
+    }
+    // It does not wait for wick's start: a confirmed slot is marked good early, and a new one's
+    // check waits for READY through the control socket.
+    assert!(!unit.lines().any(|l| l.starts_with("After=") && l.contains("wick.service")));
+    // The handler writes where the gate reads.
+    let handler = read(&root.join("image-build/rauc/pre-install"));
+    assert!(handler.contains(&format!("pending={}", wick::appliance::gate::PENDING)), "{handler}");
+}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import shlex
 import shutil
 import socket
 import subprocess
@@ -179,7 +180,15 @@ class Vm:
     """The twin image booted from a copy-on-write overlay in `rundir`, so each run starts from
     the image as built and the image itself is never written."""
 
-    def __init__(self, image: Path, rundir: Path, memory_mib: int = 3072, cpus: int = 2, kvm: bool = False):
+    def __init__(self, image: Path, rundir: Path, memory_mib: int = 3072, cpus: int = 2, kvm: bool = False,
+                 media: Path | None = None, http_cmd: list[str] | None = None):
+        """`media`: a raw disk image attached read-only as a second disk (a USB stick of update
+        bundles, /dev/vdb in the guest). `http_cmd`: a user-mode network with no way out
+        (restrict=on) whose only reachable address, 10.0.2.100:80, runs this command on the host
+        for each TCP connection, talking over its stdin and stdout (QEMU's guestfwd): a server
+        that the guest reaches without any socket listening on the host."""
+        self.media = media.resolve() if media else None
+        self.http_cmd = http_cmd
         self.image = image.resolve()
         self.rundir = rundir.resolve()
         self.memory_mib = memory_mib
@@ -225,8 +234,18 @@ class Vm:
             "-device", "virtio-keyboard-pci",
             "-qmp", f"unix:{self.rundir / 'qmp.sock'},server=on,wait=off",
             "-serial", f"file:{self.rundir / 'console.log'}",
-            "-nic", "none", "-display", "none", "-monitor", "none", "-no-user-config",
+            "-display", "none", "-monitor", "none", "-no-user-config",
         ]
+        if self.media is not None:
+            cmd += ["-drive", f"if=virtio,format=raw,readonly=on,file={self.media}"]
+        if self.http_cmd:
+            # QEMU splits -nic options at commas; a command is passed as one word without any.
+            words = " ".join(shlex.quote(w) for w in self.http_cmd)
+            if "," in words:
+                raise VmError(f"the HTTP command may not contain a comma: {words}")
+            cmd += ["-nic", f"user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:{words}"]
+        else:
+            cmd += ["-nic", "none"]
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(self.rundir / "qemu.log", "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=detach)
@@ -263,9 +282,9 @@ class Vm:
         return "\n".join(text.splitlines()[-lines:])
 
     def request_poweroff(self) -> None:
-        """Asks the guest to power off. The twin has no logind (nor D-Bus) to act on ACPI's
-        power button, so the agent's shell asks systemd, from a transient unit a second on so
-        that the answer comes back first; ACPI is the fallback when the agent does not answer."""
+        """Asks the guest to power off: the agent's shell asks systemd, from a transient unit a
+        second on so that the answer comes back first; ACPI's power button (which the twin's
+        logind acts on) is the fallback when the agent does not answer."""
         try:
             self.agent.check("systemd-run --quiet --on-active=1 systemctl poweroff", timeout=30)
         except (OSError, TimeoutError, VmError):

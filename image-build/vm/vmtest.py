@@ -15,10 +15,10 @@ import re
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from appliance import Appliance, words
+from report import Report
 from vm import Vm, VmError
 
 # Under TCG a 2-core machine boots the twin and loads the test models in a few minutes; these
@@ -30,6 +30,8 @@ ASK_TIMEOUT = 900
 WATCHDOG_S = 30
 CLIP_IN_VM = "/tmp/question.wav"
 SECURITY_LIMIT = 2.0
+SCENARIOS = ["boot", "unprivileged", "ask-gpio", "ask-socket", "barge-in", "unplug", "crash", "hang", "reboot-persists",
+             "ask-evdev"]
 
 
 class Scenarios:
@@ -40,27 +42,10 @@ class Scenarios:
         self.app = Appliance(vm)
         self.clip = clip
         self.report_path = report
-        self.results: list[dict] = []
+        self.report = Report(report, SCENARIOS)
 
     def record(self, name: str, fn) -> None:
-        print(f"== {name}", flush=True)
-        start = time.monotonic()
-        entry: dict = {"name": name}
-        try:
-            figures = fn() or {}
-            entry.update(passed=True, figures=figures)
-        except Exception as e:  # every failure is reported, and the next scenario still runs
-            entry.update(passed=False, error=f"{type(e).__name__}: {e}")
-            traceback.print_exc()
-            print(self.vm.console_tail(), file=sys.stderr)
-        entry["seconds"] = round(time.monotonic() - start, 1)
-        self.results.append(entry)
-        print(f"== {name}: {'passed' if entry['passed'] else 'FAILED'} in {entry['seconds']} s {json.dumps(entry.get('figures', entry.get('error')))}", flush=True)
-        self.write()
-
-    def write(self) -> None:
-        self.report_path.parent.mkdir(parents=True, exist_ok=True)
-        self.report_path.write_text(json.dumps({"scenarios": self.results}, indent=2) + "\n")
+        self.report.record(name, fn, on_failure=self.vm.console_tail)
 
     # ---- the scenarios ----
     def boot(self) -> dict:
@@ -312,12 +297,12 @@ def main() -> int:
         for name, fn in scenarios:
             if only is None or name == "boot" or name in only:
                 s.record(name, fn)
-                if name == "boot" and not s.results[-1]["passed"]:
+                if name == "boot" and not s.report.results[-1]["passed"]:
                     break
     finally:
         vm.stop()
-    failed = [r["name"] for r in s.results if not r["passed"]]
-    print(f"vm-test: {len(s.results) - len(failed)} of {len(s.results)} scenarios passed; report: {args.report}")
+    failed = s.report.failed()
+    print(f"vm-test: {len(s.report.results) - len(failed)} of {len(s.report.results)} scenarios passed; report: {args.report}")
     if failed:
         print(f"vm-test: failed: {', '.join(failed)} (console: {args.rundir}/console.log)", file=sys.stderr)
     return 1 if failed else 0

@@ -137,6 +137,11 @@ impl Assembly {
         Ok(self.device.get_or_init(|| opened))
     }
 
+    /// The same models, location and device with other settings (the device is opened anew).
+    pub fn with_config(&self, config: Config) -> Assembly {
+        Assembly { config, location: self.location.clone(), device_choice: self.device_choice, device: OnceLock::new() }
+    }
+
     pub fn device_choice(&self) -> DeviceChoice {
         self.device_choice
     }

@@ -58,6 +58,7 @@ pub fn run(assembly: &Assembly) -> Report {
     settings(&mut r, config);
     sound(&mut r, config);
     button(&mut r, config);
+    slots(&mut r);
     let on_gpu = gpu(&mut r, assembly);
     let models = assembly.model_paths();
     model_files(&mut r, &models);
@@ -371,5 +372,46 @@ fn memory(r: &mut Report, config: &Config, m: &ModelPaths, on_gpu: bool) {
                 Some("use the smaller models (models.set = \"test\") or a shorter llm.context".into()),
             );
         }
+    }
+}
+
+/// The root slots and the health gate's last verdict, on an image with RAUC (`/etc/rauc/system.conf`).
+fn slots(r: &mut Report) {
+    if !Path::new("/etc/rauc/system.conf").exists() {
+        r.add("update", Level::Info, "no /etc/rauc/system.conf: not an appliance image, no A/B updates here", None);
+        return;
+    }
+    match super::rauc::status() {
+        Ok(status) => {
+            r.add("update", Level::Ok, format!("booted slot {} ({})", status.booted, status.compatible), None);
+            for line in status.lines() {
+                r.add("update", Level::Info, line, None);
+            }
+        }
+        Err(e) => r.add(
+            "update",
+            Level::Warn,
+            format!("cannot read the slots: {e}"),
+            Some("check `systemctl status rauc` and `journalctl -u rauc`".into()),
+        ),
+    }
+    if let Some(h) = std::fs::read_to_string(super::gate::REPORT)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    {
+        let verdict = h["verdict"].as_str().unwrap_or("?");
+        let level = if verdict == "failed" || verdict == "rolled-back" { Level::Warn } else { Level::Ok };
+        let problems: Vec<_> = h["problems"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+        r.add(
+            "update",
+            level,
+            format!(
+                "health gate: {verdict} on slot {}{}",
+                h["slot"].as_str().unwrap_or("?"),
+                if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) }
+            ),
+            (level == Level::Warn)
+                .then(|| "the update was rolled back: see `journalctl -u wick-health` for why".into()),
+        );
     }
 }

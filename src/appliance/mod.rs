@@ -6,7 +6,10 @@
 pub mod assemble;
 pub mod devices;
 pub mod doctor;
+pub mod gate;
 pub mod notify;
+pub mod rauc;
+pub mod selftest;
 pub mod service;
 pub mod stages;
 pub mod turn_log;

@@ -89,6 +89,12 @@ impl WavMicrophone {
         Ok(Self { samples: audio.samples, rate: audio.sample_rate, pos: 0, period })
     }
 
+    /// Samples already in memory (mono, at `rate`) as the microphone.
+    pub fn from_samples(samples: Vec<f32>, rate: u32) -> Self {
+        let period = (rate as usize / 50).max(1);
+        Self { samples, rate, pos: 0, period }
+    }
+
     pub fn duration_s(&self) -> f64 {
         self.samples.len() as f64 / self.rate as f64
     }

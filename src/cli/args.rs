@@ -62,6 +62,16 @@ pub enum Command {
     /// Check that the configured appliance can run here: sound devices, button, CUDA, model
     /// files and checksums, memory. Exits non-zero when something must be fixed.
     Doctor(DoctorArgs),
+    /// Show the appliance's state: the running service (through its control socket), the
+    /// booted root slot, both slots' versions and states, and the health gate's last verdict.
+    Status(StatusArgs),
+    /// Install a signed update bundle (a file or an http(s) URL, streamed) into the other root
+    /// slot with RAUC; it boots at the next restart and is kept only if it passes the health gate.
+    Update(UpdateArgs),
+    /// The health gate, run at boot by wick-health.service: confirm a newly installed root slot
+    /// after checking the appliance (service ready, a self-test turn), or mark it bad and reboot
+    /// into the other slot. Needs root.
+    Health(HealthArgs),
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -194,6 +204,36 @@ pub struct CtlArgs {
     /// /run/wick/control.sock).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// One JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Control socket (default: input.socket).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The bundle: a path, or an http:// or https:// URL (read in ranges as it installs).
+    #[arg(value_name = "BUNDLE|URL")]
+    pub source: String,
+    /// Reboot into the new slot once it is installed.
+    #[arg(long)]
+    pub reboot: bool,
+}
+
+#[derive(Args)]
+pub struct HealthArgs {
+    /// How long to wait for the service to be READY before a new slot fails (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub ready_timeout: u64,
+    /// Only run the self-test turn and print its result; mark nothing (no root needed).
+    #[arg(long)]
+    pub self_test: bool,
 }
 
 #[derive(Args)]

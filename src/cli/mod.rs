@@ -8,10 +8,13 @@ mod bench;
 mod chat;
 mod ctl;
 mod doctor;
+mod health;
 mod models;
 mod run;
 mod say;
+mod status;
 mod transcribe;
+mod update;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -37,6 +40,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&assembly, args),
         Command::Ctl(args) => ctl::run(&assembly.config, args),
         Command::Doctor(args) => doctor::run(&assembly, args),
+        Command::Status(args) => status::run(&assembly.config, args),
+        Command::Update(args) => update::run(args),
+        Command::Health(args) => health::run(&assembly, args),
         Command::Bench(BenchCommand::Stt(args)) => bench::stt(&assembly, args),
         Command::Bench(BenchCommand::Tts { voice, json }) => bench::tts(&assembly, &voice, json),
         Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
