@@ -332,7 +332,8 @@ class Ota:
             raise VmError(f"wick update's refusal does not say {message!r}:\n{out}")
         self.slot_b_untouched()
         self.expect("booted slot", self.booted(), "A")
-        return {"exit_status": rc, "message": out.strip().splitlines()[-1], "seconds": round(took, 1),
+        said = next((line for line in out.splitlines() if line.startswith("wick: error:")), out.strip())
+        return {"exit_status": rc, "message": said, "seconds": round(took, 1),
                 "slot_b_written": False}
 
     def wrong_key(self) -> dict:
