@@ -43,6 +43,8 @@ install -D -m 644 "$repo/wick.example.toml" "$root/usr/share/doc/wick/wick.examp
 install -D -m 644 "$board_dir/rauc/system.conf" "$root/etc/rauc/system.conf"
 install -D -m 644 "$keyring" "$root/etc/rauc/keyring.pem"
 install -D -m 755 "$here/rauc/pre-install" "$root/usr/lib/wick/rauc/pre-install"
+install -D -m 755 "$here/rauc/nbd-hold" "$root/usr/lib/wick/nbd-hold"
+install -D -m 644 "$repo/systemd/modules-load.d/wick-rauc.conf" "$root/usr/lib/modules-load.d/wick-rauc.conf"
 if [ -f "$board_dir/rauc/bootloader-backend" ]; then
   install -D -m 755 "$board_dir/rauc/bootloader-backend" "$root/usr/lib/wick/rauc/bootloader-backend"
 fi

@@ -147,6 +147,8 @@ class Ota:
         took = time.monotonic() - start
         if rc != 0:  # RAUC's own account of it, for the report
             out += "\n-- rauc's journal:\n" + self.vm.agent.run("journalctl -u rauc -o cat --no-pager | tail -15")[1]
+            out += "\n-- the kernel's and the nbd holder's:\n" + self.vm.agent.run(
+                "journalctl -b -o short-monotonic --no-pager | grep -E 'nbd|verity|wick-nbd-hold' | tail -15")[1]
         return rc, out, took
 
     def reboot(self) -> float:

@@ -283,10 +283,40 @@ pub fn install(source: &str, on_line: &mut dyn FnMut(&str)) -> Result<(), RaucEr
         on_line(line);
     }
     if !status.success() {
-        let output = without_notices(&errors.join("\n"));
+        let mut output = without_notices(&errors.join("\n"));
+        // `rauc install` often exits before the service's reason reaches it ("Installing `X`
+        // failed" and nothing more): the reason stays in the service's LastError property.
+        if let Some(reason) = last_error() {
+            if !output.contains(&reason) {
+                output = format!("{output}: {reason}");
+            }
+        }
         return Err(RaucError::Failed { command, status: status.to_string(), output });
     }
     Ok(())
+}
+
+/// The RAUC service's account of the last failed installation (its D-Bus `LastError`), when
+/// the service and `busctl` are there to ask; best effort, as it only adds to an error.
+fn last_error() -> Option<String> {
+    let out = Command::new("busctl")
+        .args(["--system", "--json=short", "get-property", "de.pengutronix.rauc", "/"])
+        .args(["de.pengutronix.rauc.Installer", "LastError"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_last_error(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `busctl --json=short get-property` prints `{"type":"s","data":"..."}`.
+fn parse_last_error(json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    let text = value.get("data")?.as_str()?.trim();
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 #[cfg(test)]
@@ -302,6 +332,14 @@ mod tests {
         {"rootfs.0":{"class":"rootfs","device":"/dev/disk/by-partlabel/rootfs-a","type":"ext4",
         "bootname":"A","state":"booted","parent":null,"mountpoint":"/","boot_status":"good",
         "slot_status":{"bundle":{"compatible":"wick-qemu-amd64","version":"v1"},"status":"ok"}}}]}"#;
+
+    #[test]
+    fn the_services_last_error_is_read_from_busctls_json() {
+        let json = r#"{"type":"s","data":"Installation error: Failed to check bundle payload"}"#;
+        assert_eq!(parse_last_error(json).as_deref(), Some("Installation error: Failed to check bundle payload"));
+        assert_eq!(parse_last_error(r#"{"type":"s","data":""}"#), None);
+        assert_eq!(parse_last_error("Failed to get property"), None);
+    }
 
     #[test]
     fn rauc_status_gives_the_booted_slot_the_next_one_and_each_version() {
