@@ -55,7 +55,8 @@ export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference \
         cuda-check cross cross-deps test-aarch64 print-models-dir \
-        image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test
+        image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test \
+        jetson-deps jetson-root jetson-bsp-given image-jetson bundle-jetson jetson-test
 
 all: build
 
@@ -250,6 +251,95 @@ ota-test: image-amd64
 	image-build/vm/ota-bundles.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/ota-test/bundles
 	image-build/vm/otatest.py $(TWIN_IMG) $(VM_CLIP) target/ota-test/bundles target/ota-test/report.json \
 	  --rundir target/ota-test/run $(VM_FLAGS) $(if $(OTA_SCENARIOS),--only $(OTA_SCENARIOS))
+
+# ---- The Jetson image ----
+# The same root filesystem recipe for arm64 (mmdebstrap through qemu-user), the aarch64 CUDA
+# build of wick (make cross) and the board's files, then NVIDIA's BSP applied by its own
+# scripts (image-build/jetson/bsp.sh): target/jetson/Linux_for_Tegra, ready for
+# image-build/jetson/flash. The user brings the BSP (README: Jetson).
+JETSON        := board/jetson-orin-nx-devkit
+JETSON_INPUTS := image-build/rootfs.sh image-build/packages.txt image-build/board.py $(JETSON)/board.toml
+JETSON_BASE   := $(WICK_CACHE)/rootfs-jetson-$(call hash,$(JETSON_INPUTS))/base.tar
+# The test's root: the same, with Debian's arm64 kernel for qemu-system-aarch64 (L4T's kernel
+# boots only on a Tegra).
+JETSON_VIRT_PACKAGES := linux-image-arm64 initramfs-tools
+JETSON_VIRT_BASE := $(WICK_CACHE)/rootfs-jetson-virt-$(call hash,$(JETSON_INPUTS),$(JETSON_VIRT_PACKAGES))/base.tar
+JETSON_OUT    := target/jetson
+JETSON_ROOT   := $(JETSON_OUT)/root
+# /data's models: MODELS=DIR copies DIR/$(JETSON_SET) (as `wick models pull` leaves it);
+# unset, the set is fetched into the cache when the hub is reachable; MODELS=none leaves
+# /data/models empty (the device boots, and `wick doctor` says what to fetch).
+JETSON_SET    ?= default
+MODELS        ?=
+JETSON_MODELS := $(WICK_CACHE)/models-$(JETSON_SET)
+JETSON_DATA_MIB ?= 8192
+BSP           ?=
+# NVIDIA's CUDA 12.6 packages wick opens on the device (cuBLAS, cuRAND), which the BSP lacks.
+CUDA_DEBS     ?=
+
+# The arm64 root needs qemu-user with binfmt; the flash wrapper, the host packages of NVIDIA's
+# tools/l4t_flash_prerequisites.sh (checked by program: that script reads Ubuntu's lsb-release).
+jetson-deps: image-deps
+	@missing=""; command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
+	command -v update-binfmts >/dev/null || missing="$$missing binfmt-support"; \
+	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
+	command -v bzip2 >/dev/null || missing="$$missing bzip2"; \
+	command -v arch-test >/dev/null || missing="$$missing arch-test"; \
+	for t in sshpass:sshpass xmllint:libxml2-utils dtc:device-tree-compiler exportfs:nfs-kernel-server uuidgen:uuid-runtime \
+	    mkpasswd:whois abootimg:abootimg cpio:cpio lbzip2:lbzip2 lz4:lz4; do \
+	  PATH=$$PATH:/usr/sbin:/sbin command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	python3 -c 'import yaml' 2>/dev/null || missing="$$missing python3-yaml"; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "the Jetson image needs:$$missing"; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "installing:$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || $$sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+	  $$sudo update-binfmts --enable qemu-aarch64; }
+
+$(JETSON_BASE): | jetson-deps
+	image-build/rootfs.sh $(JETSON) $@
+
+$(JETSON_VIRT_BASE): | jetson-deps
+	image-build/rootfs.sh $(JETSON) $@ "$(JETSON_VIRT_PACKAGES)"
+
+# wick and the board on the Jetson's root, and /data's image (target/jetson/data.img).
+jetson-root: jetson-deps dev-pki cross $(JETSON_BASE)
+	image-build/layer.sh $(JETSON) $(JETSON_BASE) target/$(AARCH64)/release/wick $(VERSION) $(JETSON_ROOT) $(BUNDLE_KEYRING)
+	@if [ "$(MODELS)" = none ]; then models=""; \
+	elif [ -n "$(MODELS)" ]; then models="$(MODELS)"; \
+	elif $(WICK) models pull --set $(JETSON_SET) --models-dir $(JETSON_MODELS); then models="$(JETSON_MODELS)"; \
+	else echo "make: the $(JETSON_SET) models could not be fetched: /data/models stays empty (MODELS=DIR copies them from DIR/$(JETSON_SET))"; models=""; fi; \
+	echo "image-build/data-fs.sh $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_DATA_MIB) $$models $${models:+$(JETSON_SET)}"; \
+	image-build/data-fs.sh $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_DATA_MIB) $$models $${models:+$(JETSON_SET)} >/dev/null
+
+# The flashable tree: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2
+jetson-bsp-given:
+	@[ -n "$(BSP)" ] || { echo "usage: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2 [MODELS=DIR|none] (README: Jetson)"; exit 2; }
+image-jetson: jetson-bsp-given jetson-root
+	image-build/jetson/bsp.sh $(if $(CUDA_DEBS),--cuda-debs $(CUDA_DEBS)) $(BSP) $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_OUT)
+
+# An update bundle of the Jetson's root (without the BSP's files it is not flashable, but
+# the bundle is what RAUC installs: built from the BSP-applied root when there is one).
+JETSON_BUNDLE := target/bundle/wick-jetson-orin-nx-devkit-$(VERSION).raucb
+bundle-jetson:
+	@root=$(JETSON_OUT)/Linux_for_Tegra/rootfs; [ -f $$root/etc/wick/image ] || root=$(JETSON_ROOT); \
+	[ -f $$root/etc/wick/image ] || { echo "make: no Jetson root: make image-jetson BSP=... (or make jetson-root) first"; exit 1; }; \
+	mkdir -p $(dir $(JETSON_BUNDLE)); image-build/bundle.sh $$root $(JETSON_BUNDLE)
+
+# Everything of the Jetson image that can be checked without a Jetson: the arm64 root booted
+# in qemu-system-aarch64 (wick doctor, wick ask on the CPU), the BSP step and the flash wrapper
+# against a stand-in BSP, and a Jetson bundle checked against the image's keyring.
+# target/jetson-test/report.json; JETSON_SCENARIOS=boot,... runs only those.
+JETSON_SCENARIOS ?=
+jetson-test: jetson-deps dev-pki cross models $(JETSON_VIRT_BASE)
+	image-build/layer.sh $(JETSON) $(JETSON_VIRT_BASE) target/$(AARCH64)/release/wick $(VERSION) target/jetson-test/root $(BUNDLE_KEYRING)
+	image-build/jetson/virt-disk.sh target/jetson-test/root $(MODELS_DIR) test target/jetson-test/virt
+	image-build/jetson/jetsontest.py target/jetson-test/report.json --rundir target/jetson-test/run \
+	  --virt target/jetson-test/virt --root target/jetson-test/root --clip $(VM_CLIP) \
+	  $(if $(JETSON_SCENARIOS),--only $(JETSON_SCENARIOS))
 
 # Asks the twin one question: make vm-ask IN=question.wav OUT=answer.wav (the VM stays up for
 # the next one; make vm-ask-stop powers it off).

@@ -40,31 +40,8 @@ used_mib=$(( $(du -sm --apparent-size "$root" | cut -f1) ))
   echo "efi-disk.sh: the root filesystem ($used_mib MiB) does not fit a $slot_mib MiB slot; set WICK_SLOT_MIB" >&2; exit 1; }
 mkfs.ext4 -q -F -L wick-root -d "$root" "$work/root.img" "${slot_mib}M" >/dev/null
 
-# /data: the models, and the directories tmpfiles.d/wick.conf would make, owned by wick.
-wick_ids=$(awk -F: '$1 == "wick" {print $3 ":" $4}' "$root/etc/passwd")
-journal_gid=$(awk -F: '$1 == "systemd-journal" {print $3}' "$root/etc/group")
-[ -n "$wick_ids" ] && [ -n "$journal_gid" ] || { echo "efi-disk.sh: no wick user or systemd-journal group in $root" >&2; exit 1; }
-mkdir -p "$work/data/models" "$work/data/wick" "$work/data/log/journal" "$work/data/rauc"
-cp -a "$models/$set" "$work/data/models/"
-# RAUC's status of the slots (data-directory=/data/rauc): slot A holds this image from the
-# factory, so RAUC (and `wick status`) know its version before any update was installed.
-eval "$(grep -E '^(version|compatible)=' "$root/etc/wick/image" | sed 's/^/image_/')"
-cat > "$work/data/rauc/central.raucs" <<STATUS
-[slot.rootfs.0]
-bundle.compatible=$image_compatible
-bundle.version=$image_version
-bundle.description=factory image
-status=ok
-STATUS
-chmod 755 "$work/data/rauc"
-chown -R "$wick_ids" "$work/data/models" "$work/data/wick"
-chmod 750 "$work/data/wick"
-chown "0:$journal_gid" "$work/data/log/journal"
-chmod 2755 "$work/data/log/journal"
-models_mib=$(du -sm "$work/data" | cut -f1)
-[ "$models_mib" -lt $((data_mib * 90 / 100)) ] || {
-  echo "efi-disk.sh: the models ($models_mib MiB) do not fit a $data_mib MiB /data; set WICK_DATA_MIB" >&2; exit 1; }
-mkfs.ext4 -q -F -L data -d "$work/data" "$work/data.img" "${data_mib}M" >/dev/null
+# /data: the models, wick's directories, RAUC's status of the factory slot.
+models_mib=$("$here/data-fs.sh" "$root" "$work/data.img" "$data_mib" "$models" "$set" | tail -1)
 
 # The EFI partition: GRUB, its menu, and the slot choice (a GRUB environment block: a header
 # line, KEY=VALUE lines, padded with '#' to 1024 bytes). Slot A is good and untried; B is empty.

@@ -64,11 +64,12 @@ fi
 printf 'name=%s\nversion=%s\ncompatible=%s\n' "$BOARD_NAME" "$version" "$BOARD_COMPATIBLE" \
   > "$root/etc/wick/image"
 
-# A read-only root. /data (its own partition, never touched by updates) holds the models,
+# A read-only root. /data (its own partition, never touched by updates; its file system grows
+# to fill it at mount, where the partition is bigger than the image) holds the models,
 # wick's state and settings, and the journal; /var is a tmpfs that each boot starts afresh.
 cat > "$root/etc/fstab" <<FSTAB
 # Written by image-build/layer.sh. The root filesystem is mounted read-only by the kernel (ro).
-PARTLABEL=data  /data     ext4   defaults,noatime,nosuid,nodev      0 2
+PARTLABEL=data  /data     ext4   defaults,noatime,nosuid,nodev,x-systemd.growfs  0 2
 tmpfs           /var      tmpfs  mode=0755,nosuid,nodev,size=64M    0 0
 /data/log       /var/log  none   bind,x-systemd.requires-mounts-for=/data  0 0
 FSTAB

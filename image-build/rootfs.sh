@@ -4,13 +4,15 @@
 # board's customize.sh run inside it with the board's build packages, which are removed again.
 # Nothing of wick is in it yet (image-build/layer.sh adds that), so it is cached by its inputs.
 #
-# Usage: rootfs.sh BOARD_DIR OUT.tar
+# Usage: rootfs.sh BOARD_DIR OUT.tar [EXTRA_PACKAGES]
+# EXTRA_PACKAGES (space-separated) are added for a test root only: the Jetson's arm64 root with
+# Debian's arm64 kernel, booted in qemu-system-aarch64 where NVIDIA's kernel cannot run.
 # Needs mmdebstrap and root (mmdebstrap's chroot mode; no mounts, no loop devices), and for a
 # foreign architecture qemu-user with binfmt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 board_dir=$(cd "$1" && pwd)
-out=$2
+out=$2 extra=${3:-}
 eval "$("$here/board.py" "$board_dir/board.toml")"
 
 command -v mmdebstrap >/dev/null || { echo "rootfs.sh: mmdebstrap is missing (apt-get install mmdebstrap)" >&2; exit 1; }
@@ -19,7 +21,14 @@ command -v mmdebstrap >/dev/null || { echo "rootfs.sh: mmdebstrap is missing (ap
 mirror=${WICK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${WICK_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 common=$(grep -v '^\s*#' "$here/packages.txt" | xargs)
-include=$(echo $common $BOARD_PACKAGES | tr ' ' ,)
+include=$(echo $common $BOARD_PACKAGES $extra | tr ' ' ,)
+host_arch=$(dpkg --print-architecture 2>/dev/null || echo unknown)
+if [ "$BOARD_ARCH" != "$host_arch" ]; then
+  # mmdebstrap runs the root's own programs (maintainer scripts) through the kernel's binfmt.
+  qemu=$(case "$BOARD_ARCH" in arm64) echo aarch64;; *) echo "$BOARD_ARCH";; esac)
+  [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] || {
+    echo "rootfs.sh: building an $BOARD_ARCH root on $host_arch needs qemu-user with binfmt: apt-get install qemu-user-static binfmt-support arch-test && update-binfmts --enable qemu-$qemu" >&2; exit 1; }
+fi
 
 # The board's build packages are installed only for its customize.sh and then purged with
 # everything they pulled in (the difference of two package lists), so no compiler ships.

@@ -1,5 +1,5 @@
-"""One virtual machine running the twin image under QEMU (q35, OVMF, TCG), and the ways a test
-reaches into it:
+"""One virtual machine running the twin image under QEMU (q35, OVMF, TCG), or the Jetson's arm64
+root with Debian's kernel (`virt`, direct kernel boot), and the ways a test reaches into it:
 
 - the agent: a root shell on the virtio serial port org.wick.vmtest, which the twin image
   starts only when that port exists (board/qemu-amd64: wick-vmtest-agent.service);
@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/ovmf")]
@@ -28,6 +29,14 @@ OVMF_DIRS = [Path("/usr/share/OVMF"), Path("/usr/share/ovmf")]
 
 class VmError(Exception):
     pass
+
+
+@dataclass
+class Kernel:
+    """What QEMU boots directly, without firmware: the arm64 test disk's Debian kernel."""
+    image: Path
+    initrd: Path
+    cmdline: str
 
 
 def find_ovmf() -> tuple[Path, Path]:
@@ -181,12 +190,14 @@ class Vm:
     the image as built and the image itself is never written."""
 
     def __init__(self, image: Path, rundir: Path, memory_mib: int = 3072, cpus: int = 2, kvm: bool = False,
-                 media: Path | None = None, http_cmd: list[str] | None = None):
+                 media: Path | None = None, http_cmd: list[str] | None = None, kernel: Kernel | None = None):
         """`media`: a raw disk image attached read-only as a second disk (a USB stick of update
         bundles, /dev/vdb in the guest). `http_cmd`: a user-mode network with no way out
         (restrict=on) whose only reachable address, 10.0.2.100:80, runs this command on the host
         for each TCP connection, talking over its stdin and stdout (QEMU's guestfwd): a server
-        that the guest reaches without any socket listening on the host."""
+        that the guest reaches without any socket listening on the host. `kernel`: an arm64 disk
+        booted by QEMU's `virt` machine straight into this kernel (no firmware, no bootloader)."""
+        self.kernel = kernel
         self.media = media.resolve() if media else None
         self.http_cmd = http_cmd
         self.image = image.resolve()
@@ -205,28 +216,21 @@ class Vm:
         overlay = self.rundir / "disk.qcow2"
         overlay.unlink(missing_ok=True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image), str(overlay)], check=True)
-        _, vars_ = find_ovmf()
-        shutil.copyfile(vars_, self.rundir / "OVMF_VARS.fd")
+        if self.kernel is None:
+            _, vars_ = find_ovmf()
+            shutil.copyfile(vars_, self.rundir / "OVMF_VARS.fd")
 
     def start(self, detach: bool = False) -> None:
         """Powers on. `detach`: QEMU runs in a session of its own and outlives this process."""
-        if shutil.which("qemu-system-x86_64") is None:
-            raise VmError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-        code, _ = find_ovmf()
+        machine = self._arm64_machine() if self.kernel else self._amd64_machine()
+        if shutil.which(machine[0]) is None:
+            raise VmError(f"{machine[0]} is missing: apt-get install {'qemu-system-arm' if self.kernel else 'qemu-system-x86'}")
         if not (self.rundir / "disk.qcow2").exists():
             self.fresh_disk()
         for s in ("agent.sock", "qmp.sock"):
             (self.rundir / s).unlink(missing_ok=True)
-        # Under TCG the CPU has SSE4.2 and no AVX: QEMU emulates AVX's 256-bit float operations
-        # and FMA lane by lane in soft float. Measured with qemu-x86_64 on the same machine,
-        # a float dot product runs 1200 times slower than native with FMA and 40 times with
-        # SSE, and `wick bench stt` of a dev clip takes 28 s with this model against 242 s with
-        # `-cpu max` (0.24 s native); wick's kernels pick their SSE paths at run time.
-        accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", "Nehalem"]
         cmd = [
-            "qemu-system-x86_64", "-machine", "q35", *accel, "-smp", str(self.cpus), "-m", str(self.memory_mib),
-            "-drive", f"if=pflash,format=raw,readonly=on,file={code}",
-            "-drive", f"if=pflash,format=raw,file={self.rundir / 'OVMF_VARS.fd'}",
+            *machine, "-smp", str(self.cpus), "-m", str(self.memory_mib),
             "-drive", f"if=virtio,format=qcow2,file={self.rundir / 'disk.qcow2'}",
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=agent,path={self.rundir / 'agent.sock'},server=on,wait=off",
@@ -257,6 +261,27 @@ class Vm:
                 raise VmError("QEMU did not open its QMP socket within 30 s")
             time.sleep(0.1)
         self.qmp = Qmp(self.rundir / "qmp.sock")
+
+    def _amd64_machine(self) -> list[str]:
+        code, _ = find_ovmf()
+        # Under TCG the CPU has SSE4.2 and no AVX: QEMU emulates AVX's 256-bit float operations
+        # and FMA lane by lane in soft float. Measured with qemu-x86_64 on the same machine,
+        # a float dot product runs 1200 times slower than native with FMA and 40 times with
+        # SSE, and `wick bench stt` of a dev clip takes 28 s with this model against 242 s with
+        # `-cpu max` (0.24 s native); wick's kernels pick their SSE paths at run time.
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.kvm else ["-accel", "tcg,thread=multi", "-cpu", "Nehalem"]
+        return ["qemu-system-x86_64", "-machine", "q35", *accel,
+                "-drive", f"if=pflash,format=raw,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,file={self.rundir / 'OVMF_VARS.fd'}"]
+
+    def _arm64_machine(self) -> list[str]:
+        assert self.kernel is not None
+        # `max` has the Orin's NEON and dot product instructions, which the Jetson build of wick
+        # is compiled for; QEMU's own pointer-authentication algorithm instead of the
+        # architected one (pauth-impdef) saves the time TCG spends on every signed return.
+        return ["qemu-system-aarch64", "-machine", "virt", "-accel", "tcg,thread=multi",
+                "-cpu", "max,pauth-impdef=on", "-kernel", str(self.kernel.image),
+                "-initrd", str(self.kernel.initrd), "-append", self.kernel.cmdline]
 
     def wait_agent(self, timeout: float) -> float:
         """Waits until the agent answers; returns seconds since power-on."""
