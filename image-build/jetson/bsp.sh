@@ -202,6 +202,13 @@ fi
 # ---- NVIDIA's scripts.
 echo "bsp.sh: apply_binaries.sh (installs ${#kept[@]} L4T packages into rootfs/)"
 (cd "$l4t" && ./apply_binaries.sh) || die "NVIDIA's apply_binaries.sh failed (its output is above)"
+# wick's root is read-only at run time (an update replaces it whole; /data holds what changes):
+# the kernel mounts it so, as GRUB's `ro` does on the twin. flash.sh adds its own arguments to
+# this APPEND line later; L4TLauncher puts the board's in place of ${cbootargs}.
+extlinux=$l4t/rootfs/boot/extlinux/extlinux.conf
+[ -f "$extlinux" ] || die "apply_binaries.sh left no rootfs/boot/extlinux/extlinux.conf (L4TLauncher's boot menu): is the BSP complete?"
+grep -Eq '^[[:space:]]*APPEND ' "$extlinux" || die "$extlinux has no APPEND line for the kernel's command line"
+sed -i -E '/^[[:space:]]*APPEND /{/ ro( |$)/!s/$/ ro/}' "$extlinux"
 if [ -n "$cuda_debs" ]; then
   echo "bsp.sh: installing the CUDA packages of $cuda_debs"
   mkdir -p "$l4t/rootfs/tmp/wick-cuda"

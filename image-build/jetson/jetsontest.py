@@ -143,6 +143,10 @@ class JetsonTest:
                 raise VmError(f"rootfs/{f} (from the BSP's packages) is missing after apply_binaries.sh")
         if (rootfs / "usr/bin/wick").read_bytes()[18] != 0xB7:
             raise VmError("rootfs/usr/bin/wick is not an aarch64 program")
+        append = [line.split() for line in (rootfs / "boot/extlinux/extlinux.conf").read_text().splitlines()
+                  if line.strip().startswith("APPEND")]
+        if not append or append[0][-1] != "ro":
+            raise VmError(f"the boot menu does not mount the root read-only: {append}")
         masked = os.readlink(rootfs / "etc/systemd/system/nv-l4t-bootloader-config.service")
         if masked != "/dev/null":
             raise VmError(f"NVIDIA's boot verification is not masked: {masked}")

@@ -51,12 +51,15 @@ def record(**extra):
 '''
 
 APPLY_BINARIES = RECORD + r'''
-import subprocess
+import shutil, subprocess
 record()
 if os.getuid() != 0:
     sys.exit("apply_binaries.sh (stand-in): run as root")
 if subprocess.run(["dpkg", "-s", "qemu-user-static"], capture_output=True).returncode != 0 and os.uname().machine != "aarch64":
     sys.exit("apply_binaries.sh (stand-in): qemu-user-static is not installed")
+if (L4T / "bootloader" / "extlinux.conf").exists():  # NVIDIA's installs its boot menu template
+    (rootfs / "boot" / "extlinux").mkdir(parents=True, exist_ok=True)
+    shutil.copy(L4T / "bootloader" / "extlinux.conf", rootfs / "boot" / "extlinux" / "extlinux.conf")
 passwd = rootfs / "etc" / "passwd"
 if not passwd.is_file() or passwd.stat().st_uid != 0:
     sys.exit(f"apply_binaries.sh (stand-in): {passwd} is missing or not owned by root")
@@ -217,6 +220,9 @@ def main() -> int:
     cfg = l4t / "bootloader" / "generic" / "cfg"
     cfg.mkdir(parents=True)
     (cfg / "flash_t234_qspi.xml").write_text('<?xml version="1.0"?>\n<partition_layout version="01.00.0000"/>\n')
+    (l4t / "bootloader" / "extlinux.conf").write_text(
+        "TIMEOUT 30\nDEFAULT primary\n\nMENU TITLE L4T boot options\n\nLABEL primary\n      MENU LABEL primary kernel\n"
+        "      LINUX /boot/Image\n      INITRD /boot/initrd\n      APPEND ${cbootargs}\n")
     (l4t / "p3768-0000-p3767-0000-a0.conf").write_text("# stand-in board configuration\n")
     (l4t / "jetson-orin-nano-devkit.conf").symlink_to("p3768-0000-p3767-0000-a0.conf")
     work = args.out / ".debs"
