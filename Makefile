@@ -321,13 +321,13 @@ jetson-bsp-given:
 image-jetson: jetson-bsp-given jetson-root
 	image-build/jetson/bsp.sh $(if $(CUDA_DEBS),--cuda-debs $(CUDA_DEBS)) $(BSP) $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_OUT)
 
-# An update bundle of the Jetson's root (without the BSP's files it is not flashable, but
-# the bundle is what RAUC installs: built from the BSP-applied root when there is one).
-JETSON_BUNDLE := target/bundle/wick-jetson-orin-nx-devkit-$(VERSION).raucb
+# An update bundle of the Jetson's root as `make image-jetson` left it (the BSP applied):
+# target/bundle/wick-jetson-orin-nx-devkit-VERSION.raucb, VERSION being that root's.
 bundle-jetson:
-	@root=$(JETSON_OUT)/Linux_for_Tegra/rootfs; [ -f $$root/etc/wick/image ] || root=$(JETSON_ROOT); \
-	[ -f $$root/etc/wick/image ] || { echo "make: no Jetson root: make image-jetson BSP=... (or make jetson-root) first"; exit 1; }; \
-	mkdir -p $(dir $(JETSON_BUNDLE)); image-build/bundle.sh $$root $(JETSON_BUNDLE)
+	@root=$(JETSON_OUT)/Linux_for_Tegra/rootfs; \
+	[ -f $$root/etc/wick/image ] || { echo "make: no Jetson root with the BSP applied: make image-jetson BSP=... first"; exit 1; }; \
+	version=$$(sed -n 's/^version=//p' $$root/etc/wick/image); mkdir -p target/bundle; \
+	image-build/bundle.sh $$root target/bundle/wick-jetson-orin-nx-devkit-$$version.raucb
 
 # Everything of the Jetson image that can be checked without a Jetson: the arm64 root booted
 # in qemu-system-aarch64 (wick doctor, wick ask on the CPU), the BSP step and the flash wrapper

@@ -281,10 +281,19 @@ class JetsonTest:
         meta = json.loads(info.stdout.strip().splitlines()[-1])
         if meta.get("compatible") != JETSON_COMPATIBLE:
             raise VmError(f"the bundle is for {meta.get('compatible')!r}, not {JETSON_COMPATIBLE}")
+        image_version = next(line.split("=", 1)[1] for line in (rootfs / "etc/wick/image").read_text().splitlines()
+                             if line.startswith("version="))
+        if meta.get("version") != image_version or image_version not in bundle.name:
+            raise VmError(f"{bundle.name} says version {meta.get('version')!r}; the root is {image_version!r}")
         images = [next(iter(i.values())) if isinstance(i, dict) and len(i) == 1 else i for i in meta.get("images", [])]
+        # The JSON of the host's RAUC (bookworm's 1.8) leaves the format out; its text says it.
+        text = subprocess.run(["rauc", "info", f"--keyring={rootfs / 'etc/rauc/keyring.pem'}", str(bundle)],
+                              capture_output=True, text=True).stdout
+        fmt = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Bundle Format:")), None)
+        if fmt != "verity":
+            raise VmError(f"the bundle's format is {fmt!r}, not verity (which the image's system.conf requires)")
         return {"bundle": bundle.name, "mib": round(bundle.stat().st_size / 2**20, 1), "compatible": meta["compatible"],
-                "version": meta.get("version"), "format": meta.get("format") or meta.get("bundle_format"),
-                "images": images}
+                "version": meta.get("version"), "format": fmt, "images": images}
 
     def boot(self) -> dict:
         virt: Path = self.args.virt
