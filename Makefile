@@ -276,6 +276,13 @@ JETSON_DATA_MIB ?= 8192
 BSP           ?=
 # NVIDIA's CUDA 12.6 packages wick opens on the device (cuBLAS, cuRAND), which the BSP lacks.
 CUDA_DEBS     ?=
+# SAMPLE_ROOTFS=Tegra_Linux_Sample-Root-Filesystem_R36.x.x_aarch64.tbz2: the fallback base,
+# NVIDIA's Ubuntu sample root in place of Debian (image-build/jetson/sample-base.sh), for when
+# an L4T package cannot be made to fit Debian. Cached by the tarball's name, size and time.
+SAMPLE_ROOTFS ?=
+JETSON_SAMPLE_BASE = $(WICK_CACHE)/rootfs-jetson-sample-$(call hash,image-build/jetson/sample-base.sh \
+                       image-build/jetson/sample-packages.txt,$(JETSON_BASE) $(if $(SAMPLE_ROOTFS),$(shell stat -c '%n %s %Y' $(SAMPLE_ROOTFS) 2>/dev/null)))/base.tar
+JETSON_ROOT_BASE = $(if $(SAMPLE_ROOTFS),$(JETSON_SAMPLE_BASE),$(JETSON_BASE))
 
 # The arm64 root needs qemu-user with binfmt; the flash wrapper, the host packages of NVIDIA's
 # tools/l4t_flash_prerequisites.sh (checked by program: that script reads Ubuntu's lsb-release).
@@ -302,12 +309,16 @@ jetson-deps: image-deps
 $(JETSON_BASE): | jetson-deps
 	image-build/rootfs.sh $(JETSON) $@
 
+$(JETSON_SAMPLE_BASE): | jetson-deps $(JETSON_BASE)
+	@[ -e "$(SAMPLE_ROOTFS)" ] || { echo "make: SAMPLE_ROOTFS=$(SAMPLE_ROOTFS) does not exist (NVIDIA's Tegra_Linux_Sample-Root-Filesystem_R36.x.x_aarch64.tbz2)"; exit 1; }
+	image-build/jetson/sample-base.sh $(SAMPLE_ROOTFS) $(JETSON_BASE) $@
+
 $(JETSON_VIRT_BASE): | jetson-deps
 	image-build/rootfs.sh $(JETSON) $@ "$(JETSON_VIRT_PACKAGES)"
 
 # wick and the board on the Jetson's root, and /data's image (target/jetson/data.img).
-jetson-root: jetson-deps dev-pki cross $(JETSON_BASE)
-	image-build/layer.sh $(JETSON) $(JETSON_BASE) target/$(AARCH64)/release/wick $(VERSION) $(JETSON_ROOT) $(BUNDLE_KEYRING)
+jetson-root: jetson-deps dev-pki cross $(JETSON_ROOT_BASE)
+	image-build/layer.sh $(JETSON) $(JETSON_ROOT_BASE) target/$(AARCH64)/release/wick $(VERSION) $(JETSON_ROOT) $(BUNDLE_KEYRING)
 	@if [ "$(MODELS)" = none ]; then models=""; \
 	elif [ -n "$(MODELS)" ]; then models="$(MODELS)"; \
 	elif $(WICK) models pull --set $(JETSON_SET) --models-dir $(JETSON_MODELS); then models="$(JETSON_MODELS)"; \
@@ -315,9 +326,9 @@ jetson-root: jetson-deps dev-pki cross $(JETSON_BASE)
 	echo "image-build/data-fs.sh $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_DATA_MIB) $$models $${models:+$(JETSON_SET)}"; \
 	image-build/data-fs.sh $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_DATA_MIB) $$models $${models:+$(JETSON_SET)} >/dev/null
 
-# The flashable tree: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2
+# The flashable tree: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2 [SAMPLE_ROOTFS=...]
 jetson-bsp-given:
-	@[ -n "$(BSP)" ] || { echo "usage: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2 [MODELS=DIR|none] (README: Jetson)"; exit 2; }
+	@[ -n "$(BSP)" ] || { echo "usage: make image-jetson BSP=Jetson_Linux_R36.x.x_aarch64.tbz2 [CUDA_DEBS=DIR] [MODELS=DIR|none] [SAMPLE_ROOTFS=Tegra_Linux_Sample-Root-Filesystem_R36.x.x_aarch64.tbz2] (README: Jetson)"; exit 2; }
 image-jetson: jetson-bsp-given jetson-root
 	image-build/jetson/bsp.sh $(if $(CUDA_DEBS),--cuda-debs $(CUDA_DEBS)) $(BSP) $(JETSON_ROOT) $(JETSON_OUT)/data.img $(JETSON_OUT)
 
@@ -334,11 +345,17 @@ bundle-jetson:
 # against a stand-in BSP, and a Jetson bundle checked against the image's keyring.
 # target/jetson-test/report.json; JETSON_SCENARIOS=boot,... runs only those.
 JETSON_SCENARIOS ?=
-jetson-test: jetson-deps dev-pki cross models $(JETSON_VIRT_BASE)
+# A stand-in of NVIDIA's Ubuntu sample root (Debian bookworm arm64), for the fallback base.
+JETSON_STANDIN_SAMPLE := $(WICK_CACHE)/standin-sample-$(call hash,image-build/jetson/standin_sample.sh)/Tegra_Linux_Sample-Root-Filesystem_R36.4.3_aarch64.tbz2
+$(JETSON_STANDIN_SAMPLE): | jetson-deps
+	image-build/jetson/standin_sample.sh $@
+
+jetson-test: jetson-deps dev-pki cross models $(JETSON_VIRT_BASE) $(JETSON_STANDIN_SAMPLE)
 	image-build/layer.sh $(JETSON) $(JETSON_VIRT_BASE) target/$(AARCH64)/release/wick $(VERSION) target/jetson-test/root $(BUNDLE_KEYRING)
 	image-build/jetson/virt-disk.sh target/jetson-test/root $(MODELS_DIR) test target/jetson-test/virt
 	image-build/jetson/jetsontest.py target/jetson-test/report.json --rundir target/jetson-test/run \
 	  --virt target/jetson-test/virt --root target/jetson-test/root --clip $(VM_CLIP) \
+	  --standin-sample $(JETSON_STANDIN_SAMPLE) \
 	  $(if $(JETSON_SCENARIOS),--only $(JETSON_SCENARIOS))
 
 # Asks the twin one question: make vm-ask IN=question.wav OUT=answer.wav (the VM stays up for

@@ -13,6 +13,10 @@
 #             from NVIDIA's Jetson apt repository or JetPack's local CUDA repository), installed
 #             after the BSP; without them wick runs on the CPU, and `wick doctor` says so
 #
+# The root's base is Debian trixie (rootfs.sh), or NVIDIA's Ubuntu sample root (sample-base.sh,
+# which leaves etc/wick/base): on that one, NVIDIA's packages and their dependencies fit as
+# they are, and the lists below are not used.
+#
 # In order: check the inputs (an R36 BSP with the scripts and layouts used here, an arm64 root
 # made by layer.sh, root, qemu-user); unpack the BSP; move out the packages l4t-packages.txt
 # skips and stop on any it does not name; check that every dependency of the rest is met in the
@@ -75,7 +79,18 @@ for f in apply_binaries.sh nv_tegra/nv-apply-debs.sh nv_tegra/l4t_deb_packages t
 done
 echo "bsp.sh: L4T R$bsp_release"
 
-# ---- Which packages: l4t-packages.txt decides each one.
+# On NVIDIA's Ubuntu sample root (sample-base.sh; make image-jetson SAMPLE_ROOTFS=...), every
+# package applies as NVIDIA intends, and the sample root must be of the BSP's release.
+base=""
+[ -f "$root/etc/wick/base" ] && base=$(cat "$root/etc/wick/base")
+if [ -n "$base" ]; then
+  sample_release=$(printf '%s' "$base" | sed -n 's/.*_R\([0-9][0-9.]*[0-9]\)_.*/\1/p')
+  [ -z "$sample_release" ] || [ "$sample_release" = "$bsp_release" ] ||
+    die "the root's base is NVIDIA's sample root of R$sample_release, the BSP is R$bsp_release: use the sample root of the BSP's release"
+  echo "bsp.sh: base $base: all of the BSP's packages, as NVIDIA applies them"
+fi
+
+# ---- Which packages: l4t-packages.txt decides each one (on Debian).
 declare -A decision
 while read -r verb name _; do
   case "$verb" in keep|skip) decision[$name]=$verb ;; ""|"#"*) ;; *) die "$here/l4t-packages.txt: '$verb $name' is not keep or skip" ;; esac
@@ -86,6 +101,7 @@ kept=() unknown=()
 for deb in "$l4t"/nv_tegra/l4t_deb_packages/*.deb "$l4t"/kernel/*.deb "$l4t"/bootloader/*.deb "$l4t"/tools/*.deb; do
   [ -f "$deb" ] || continue
   name=$(dpkg-deb -f "$deb" Package 2>/dev/null) || die "$deb is not a Debian package (a damaged download?)"
+  if [ -n "$base" ]; then kept+=("$deb"); continue; fi
   case "${decision[$name]:-}" in
     keep) kept+=("$deb") ;;
     skip) mv "$deb" "$skipped/" ;;
@@ -98,7 +114,7 @@ if [ ${#unknown[@]} -gt 0 ]; then
 fi
 [ ${#kept[@]} -gt 0 ] || die "no package of l4t-packages.txt's keep list is in $bsp"
 
-# ---- Dependencies: what the kept packages need, against the root and l4t-deps.txt.
+# ---- Dependencies (on Debian): what the kept packages need, against the root and l4t-deps.txt.
 root_has() { # NAME: installed in the root, or provided by a package that is (names compared literally)
   awk -v n="$1" 'BEGIN { RS = ""; FS = "\n" }
     { pkg = ""; ok = 0; prov = ""
@@ -130,6 +146,7 @@ done < "$here/l4t-deps.txt"
 shims=() unmet=() report=()
 declare -A shim_version
 for deb in "${kept[@]}"; do
+  [ -z "$base" ] || break  # NVIDIA's own base meets its packages' dependencies
   pkg=$(dpkg-deb -f "$deb" Package)
   deps="$(dpkg-deb -f "$deb" Pre-Depends), $(dpkg-deb -f "$deb" Depends)"
   deps=$(printf %s "$deps" | tr "\n" " ")  # a long field continues on indented lines
@@ -174,6 +191,10 @@ mkdir -p "$l4t/rootfs"
 cp -a "$root/." "$l4t/rootfs/"
 # nv-apply-debs.sh makes /dev/random and /dev/urandom with mknod, which fails where they exist.
 rm -f "$l4t/rootfs/dev/random" "$l4t/rootfs/dev/urandom"
+# wick must start on this root: its libraries (C library, ALSA, eSpeak NG) resolve here.
+wick_version=$(chroot "$l4t/rootfs" /usr/bin/wick --version 2>&1) ||
+  die "wick does not start in the root: $wick_version"
+echo "bsp.sh: $wick_version starts in the root"
 declare -A made=()
 if [ ${#shims[@]} -gt 0 ]; then
   shimdir=$out/l4t-shims
@@ -223,6 +244,14 @@ fi
 for unit in nv-l4t-bootloader-config.service nv_update_verifier.service; do
   systemctl --root="$l4t/rootfs" mask "$unit" >/dev/null 2>&1
 done
+# NVIDIA's first-boot wizard (oem-config, on the sample root) waits for a user at a screen; the
+# appliance has none. Its units are masked wherever the packages put them.
+oem_units=$(find "$l4t/rootfs/usr/lib/systemd/system" "$l4t/rootfs/lib/systemd/system" "$l4t/rootfs/etc/systemd/system" \
+  -maxdepth 1 -name '*oem-config*' \( -name '*.service' -o -name '*.target' \) -printf '%f\n' 2>/dev/null | sort -u)
+for unit in $oem_units; do
+  rm -f "$l4t/rootfs/etc/systemd/system/$unit"
+  systemctl --root="$l4t/rootfs" mask "$unit" >/dev/null 2>&1
+done
 
 # ---- /data and the NVMe layout: NVIDIA's A/B layout plus a `data` partition holding DATA.img.
 cp "$data" "$l4t/bootloader/wick-data.img"
@@ -231,6 +260,8 @@ cp "$data" "$l4t/bootloader/wick-data.img"
 
 {
   echo "L4T R$bsp_release applied to wick $(sed -n 's/^version=//p' "$root/etc/wick/image")"
+  echo "base: ${base:-Debian trixie (image-build/rootfs.sh)}"
+  echo "masked first-boot wizard: ${oem_units:-none}" | xargs
   echo "kept: $(for d in "${kept[@]}"; do dpkg-deb -f "$d" Package; done | xargs)"
   echo "skipped: $(ls "$skipped" | sed 's/_.*//' | xargs)"
   echo "empty packages: ${!made[*]}"

@@ -10,6 +10,11 @@
   error's message.
 - bundle: a RAUC bundle of the Jetson root, checked by `rauc info` against the image's keyring,
   with the Jetson's `compatible`.
+- sample: the fallback base, `make image-jetson SAMPLE_ROOTFS=...` with a stand-in of NVIDIA's
+  Ubuntu sample root (standin_sample.sh: another distribution's release with an older C
+  library): wick's packages installed with the root's apt, Debian's RAUC running on it with its
+  own libraries and checking the Jetson bundle, every L4T package applied as NVIDIA does, and
+  NVIDIA's first-boot wizard kept out.
 
 Writes REPORT (one entry per scenario: name, passed, figures or error, seconds).
 """
@@ -30,14 +35,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent / "vm"))
 
+import standin_bsp  # noqa: E402
 from appliance import words  # noqa: E402
 from report import Report  # noqa: E402
 from vm import Kernel, Vm, VmError  # noqa: E402
 
 # bsp makes the tree flash, inputs and bundle use; boot is independent.
-SCENARIOS = ["boot", "bsp", "flash", "inputs", "bundle"]
+SCENARIOS = ["boot", "bsp", "flash", "inputs", "bundle", "sample"]
 JETSON_COMPATIBLE = "wick-jetson-orin-nx-devkit"
 # The packages l4t-packages.txt keeps, of those the stand-in BSP has.
+PACKAGE_NAMES = list(standin_bsp.PACKAGES)
 KEPT = sorted(line.split()[1] for line in (HERE / "l4t-packages.txt").read_text().splitlines()
               if line.startswith("keep "))
 # What image-build/jetson/flash runs, after `cd Linux_for_Tegra` (the board's arguments last).
@@ -204,6 +211,7 @@ class JetsonTest:
         usb = work / "usb"
         out_dir = work / "out"
         r35 = standin(work / "r35", "--release", "35.6.0", tarball=True)
+        standin(work / "r36", tarball=True)
         cases = [
             ("bsp: no BSP", ["image-build/jetson/bsp.sh", str(work / "nothing.tbz2"), str(root), str(data), str(out_dir)],
              {}, "does not exist: download Jetson Linux R36"),
@@ -224,6 +232,16 @@ class JetsonTest:
                                             str(out_dir)], {}, "is not a root made by image-build/layer.sh"),
             ("bsp: CUDA packages missing", ["image-build/jetson/bsp.sh", "--cuda-debs", str(work), str(r35), str(root),
                                             str(data), str(out_dir)], {}, "has no libcublas-12-*.deb and libcurand-12-*.deb"),
+            ("bsp: sample root of another release", ["image-build/jetson/bsp.sh", str(r35.parent / "r36.tbz2"),
+                                                     str(self.fake_root(work / "r36.3-root", "R36.3.0")), str(data),
+                                                     str(out_dir)], {},
+             "the root's base is NVIDIA's sample root of R36.3.0, the BSP is R36.4.3"),
+            ("sample: not a root", ["image-build/jetson/sample-base.sh", str(r35), str(data), str(work / "s.tar")], {},
+             "is not a Debian-family root file system"),
+            ("sample: no sample root", ["image-build/jetson/sample-base.sh", str(work / "none.tbz2"), str(data),
+                                        str(work / "s.tar")], {}, "download Tegra_Linux_Sample-Root-Filesystem_R36"),
+            ("make: no sample root", ["make", "image-jetson", f"BSP={r35}", f"SAMPLE_ROOTFS={work / 'none.tbz2'}"], {},
+             "does not exist (NVIDIA's Tegra_Linux_Sample-Root-Filesystem"),
             ("make: no BSP", ["make", "image-jetson"], {}, "usage: make image-jetson BSP="),
             ("flash: no tree", ["image-build/jetson/flash", "--l4t", str(work / "none")], {}, "no prepared BSP at"),
             ("flash: BSP not applied", ["image-build/jetson/flash", "--l4t", str(standin(work / "raw"))], {},
@@ -250,6 +268,19 @@ class JetsonTest:
                 raise VmError(f"{name}: NVIDIA's scripts ran despite the error")
             results[name] = next((line for line in out.splitlines() if expected in line), out.strip().splitlines()[-1])
         return {"cases": results}
+
+    @staticmethod
+    def fake_root(where: Path, release: str) -> Path:
+        """The little of a layered Jetson root bsp.sh reads before the BSP's release, on a sample base."""
+        (where / "etc/wick").mkdir(parents=True, exist_ok=True)
+        (where / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (where / "etc/wick/image").write_text(f"name=jetson-orin-nx-devkit\nversion=test\ncompatible={JETSON_COMPATIBLE}\n")
+        (where / "etc/wick/base").write_text(
+            f"nvidia-sample-rootfs Tegra_Linux_Sample-Root-Filesystem_{release}_aarch64.tbz2 (Ubuntu 22.04.4 LTS)\n")
+        elf = bytearray(64)
+        elf[:4], elf[18] = b"\x7fELF", 0xB7
+        (where / "usr/bin/wick").write_bytes(bytes(elf))
+        return where
 
     def path_without(self, program: str) -> Path:
         """A PATH directory with every program of this machine's but one."""
@@ -294,6 +325,76 @@ class JetsonTest:
             raise VmError(f"the bundle's format is {fmt!r}, not verity (which the image's system.conf requires)")
         return {"bundle": bundle.name, "mib": round(bundle.stat().st_size / 2**20, 1), "compatible": meta["compatible"],
                 "version": meta.get("version"), "format": fmt, "images": images}
+
+    def sample(self) -> dict:
+        """`make image-jetson SAMPLE_ROOTFS=...` on a stand-in of NVIDIA's Ubuntu sample root."""
+        sample: Path | None = self.args.standin_sample
+        if sample is None or not sample.exists():
+            raise VmError(f"no stand-in sample root ({sample}): make jetson-test makes it with image-build/jetson/standin_sample.sh")
+        bundles = sorted((REPO / "target" / "bundle").glob("wick-jetson-orin-nx-devkit-*.raucb"), key=lambda p: p.stat().st_mtime)
+        if not bundles:
+            raise VmError("no Jetson bundle to check with the sample root's RAUC: the bundle scenario makes it")
+        work = self.rundir / "sample"
+        cuda = work / "cuda-debs"
+        tbz2 = standin(work / "Jetson_Linux_R36.4.3_aarch64", "--cuda-debs", str(cuda), tarball=True)
+        start = time.monotonic()
+        rc, out = run(["make", "image-jetson", f"BSP={tbz2}", f"SAMPLE_ROOTFS={sample}", f"CUDA_DEBS={cuda}", "MODELS=none"])
+        took = time.monotonic() - start
+        if rc != 0:
+            raise VmError(f"make image-jetson SAMPLE_ROOTFS=... failed ({rc}):\n{out[-4000:]}")
+        rootfs = self.l4t / "rootfs"
+        base = (rootfs / "etc/wick/base").read_text().strip() if (rootfs / "etc/wick/base").exists() else ""
+        if sample.name not in base:
+            raise VmError(f"the root's etc/wick/base does not name the sample root: {base!r}")
+        os_release = dict(line.split("=", 1) for line in (rootfs / "etc/os-release").read_text().splitlines() if "=" in line)
+        if os_release.get("ID") == "debian" and os_release.get("VERSION_CODENAME") == "trixie":
+            raise VmError("the root is Debian trixie: the sample root was not its base")
+        log = calls(self.l4t)
+        debs = [c for c in log if c["script"] == "nv_tegra/nv-apply-debs.sh" and "installed" in c]
+        every = sorted(n for n in PACKAGE_NAMES if not any(t in n for t in ("igx", "dgpu", "factory")))
+        if len(debs) != 1 or sorted(debs[0]["installed"]) != every:
+            raise VmError(f"nv-apply-debs.sh installed {debs[0]['installed'] if debs else None}, expected all of {every}")
+        if (self.l4t / "wick-skipped-debs").exists() and any((self.l4t / "wick-skipped-debs").iterdir()):
+            raise VmError("bsp.sh set packages aside on NVIDIA's own base")
+        status = (rootfs / "var/lib/dpkg/status").read_text()
+        for pkg in ("alsa-utils", "libespeak-ng1", "nvidia-l4t-oem-config", "libcublas-12-6"):
+            if f"Package: {pkg}\nStatus: install ok installed" not in status:
+                raise VmError(f"{pkg} is not installed in the sample-based root")
+        default = os.readlink(rootfs / "etc/systemd/system/default.target")
+        if not default.endswith("/multi-user.target"):
+            raise VmError(f"the default target is {default}, not multi-user (NVIDIA's first-boot wizard would wait)")
+        masked = {u: os.readlink(rootfs / "etc/systemd/system" / u) for u in ("nv-oem-config.target", "nv-oem-config-gui.service")
+                  if (rootfs / "etc/systemd/system" / u).is_symlink()}
+        if set(masked) != {"nv-oem-config.target", "nv-oem-config-gui.service"} or set(masked.values()) != {"/dev/null"}:
+            raise VmError(f"NVIDIA's first-boot wizard is not masked: {masked}")
+
+        def chroot(*cmd: str) -> str:
+            r = subprocess.run(["chroot", str(rootfs), *cmd], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise VmError(f"{' '.join(cmd)} in the sample-based root failed ({r.returncode}): {r.stdout}{r.stderr}")
+            return r.stdout.strip()
+
+        rauc = chroot("rauc", "--version")
+        wick = chroot("wick", "--version")
+        libc = chroot("sh", "-c", "ldd --version | head -1")
+        bundle = rootfs / "tmp" / "wick-test.raucb"
+        subprocess.run(["cp", "--reflink=auto", str(bundles[-1]), str(bundle)], check=True)
+        try:
+            info = chroot("rauc", "info", "--output-format=json", "--keyring=/etc/rauc/keyring.pem", "/tmp/wick-test.raucb")
+        finally:
+            bundle.unlink()
+        meta = json.loads(info.splitlines()[-1])
+        if meta.get("compatible") != JETSON_COMPATIBLE:
+            raise VmError(f"the sample root's RAUC read the bundle as {meta.get('compatible')!r}")
+        for f in ("usr/lib/systemd/system/rauc.service", "usr/share/dbus-1/system.d/de.pengutronix.rauc.conf",
+                  "usr/share/dbus-1/system-services/de.pengutronix.rauc.service", "etc/rauc/system.conf",
+                  "usr/lib/wick/rauc/bootloader-backend"):
+            if not (rootfs / f).exists():
+                raise VmError(f"the sample-based root has no {f}")
+        return {"make_s": round(took, 1), "base": base, "os": os_release.get("PRETTY_NAME", "").strip('"'),
+                "c_library": libc, "rauc": rauc, "wick": wick, "bundle_checked": bundles[-1].name,
+                "packages_applied": len(every), "default_target": default, "masked": sorted(masked),
+                "report": (self.l4t.parent / "bsp-report.txt").read_text().splitlines()[:3]}
 
     def boot(self) -> dict:
         virt: Path = self.args.virt
@@ -374,6 +475,7 @@ def main() -> int:
     p.add_argument("--virt", type=Path, required=True, help="virt-disk.sh's output directory")
     p.add_argument("--root", type=Path, required=True, help="the layered Jetson root (layer.sh)")
     p.add_argument("--clip", type=Path, required=True, help="a dev clip listed in its manifest.tsv")
+    p.add_argument("--standin-sample", type=Path, help="standin_sample.sh's stand-in of NVIDIA's sample root")
     p.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     args = p.parse_args()
     only = args.only.split(",") if args.only else SCENARIOS

@@ -60,6 +60,12 @@ if subprocess.run(["dpkg", "-s", "qemu-user-static"], capture_output=True).retur
 if (L4T / "bootloader" / "extlinux.conf").exists():  # NVIDIA's installs its boot menu template
     (rootfs / "boot" / "extlinux").mkdir(parents=True, exist_ok=True)
     shutil.copy(L4T / "bootloader" / "extlinux.conf", rootfs / "boot" / "extlinux" / "extlinux.conf")
+# NVIDIA's chooses its first-boot wizard as the default target on a root with a display
+# manager (the Ubuntu sample root) that has none set.
+default = rootfs / "etc" / "systemd" / "system" / "default.target"
+if not default.is_symlink() and not default.exists() and (rootfs / "etc" / "gdm3").is_dir():
+    default.parent.mkdir(parents=True, exist_ok=True)
+    default.symlink_to("/lib/systemd/system/nv-oem-config.target")
 passwd = rootfs / "etc" / "passwd"
 if not passwd.is_file() or passwd.stat().st_uid != 0:
     sys.exit(f"apply_binaries.sh (stand-in): {passwd} is missing or not owned by root")
@@ -75,6 +81,8 @@ debs = []
 for sub, src in (("standalone", "tools"), ("userspace", "nv_tegra/l4t_deb_packages"), ("kernel", "kernel"),
                  ("bootloader", "bootloader")):
     for deb in sorted((L4T / src).glob("*.deb")):
+        if any(tag in deb.name for tag in ("igx", "dgpu", "factory")):
+            continue  # NVIDIA's skips the packages of other platforms
         (pkgdir / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy(deb, pkgdir / sub / deb.name)
         debs.append(f"/opt/nvidia/l4t-packages/{sub}/{deb.name}")
@@ -143,7 +151,9 @@ PACKAGES = {
     "nvidia-l4t-wayland": ("nv_tegra/l4t_deb_packages", "libffi6", {}),
     "nvidia-l4t-camera": ("nv_tegra/l4t_deb_packages", "nvidia-l4t-core (= @V@), libgstreamer1.0-0", {}),
     "nvidia-l4t-multimedia": ("nv_tegra/l4t_deb_packages", "nvidia-l4t-core (= @V@), libgstreamer-plugins-base1.0-0", {}),
-    "nvidia-l4t-oem-config": ("nv_tegra/l4t_deb_packages", "oem-config-gtk", {}),
+    "nvidia-l4t-oem-config": ("nv_tegra/l4t_deb_packages", "oem-config-gtk",
+                              {"lib/systemd/system/nv-oem-config.target": "[Unit]\nDescription=stand-in\n",
+                               "lib/systemd/system/nv-oem-config-gui.service": "[Unit]\nDescription=stand-in\n"}),
     "nvidia-l4t-apt-source": ("nv_tegra/l4t_deb_packages", "", {}),
     "nvidia-l4t-kernel": ("kernel", "nvidia-l4t-tools (= @V@)",
                           {"boot/Image": "stand-in kernel\n", "lib/modules/@K@/modules.dep": ""}),
