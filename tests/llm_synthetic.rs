@@ -17,7 +17,7 @@ fn rss_bytes() -> u64 {
 fn synthetic_llama_3b_generates_without_an_f32_embedding_copy() {
     let spec = wick::llm::synthetic::spec("llama-3.2-3b-q4_k_m").unwrap();
     let path = common::pulled().join("synthetic").join("llama-3.2-3b-q4_k_m.gguf");
-    wick::llm::synthetic::ensure(spec, &path).unwrap();
+    wick::llm::synthetic::ensure(spec, &path, wick::llm::synthetic::Vocabulary::Placeholder).unwrap();
     let file_size = std::fs::metadata(&path).unwrap().len();
     let before = rss_bytes();
     let mut file = GgufFile::open(&path).unwrap();

@@ -254,6 +254,11 @@ pub enum BenchCommand {
         /// directory: llama-3.2-3b-q4_k_m or llama-3.2-1b-q4_k_m.
         #[arg(long, value_name = "NAME")]
         synthetic: Option<String>,
+        /// The synthetic model's tokenizer: a Hugging Face tokenizer.json with the model's
+        /// vocabulary and merges (Meta's Llama 3.2 one: `make llama3-text`), so that other
+        /// engines tokenize as the real model does; without it, placeholder tokens.
+        #[arg(long, value_name = "TOKENIZER_JSON", requires = "synthetic")]
+        vocab: Option<PathBuf>,
         /// Prompt length for the prompt-processing measurement.
         #[arg(long, default_value_t = 128, value_name = "N")]
         prompt_tokens: usize,

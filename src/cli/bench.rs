@@ -109,6 +109,7 @@ pub fn llm(
     assembly: &Assembly,
     model: Option<PathBuf>,
     synthetic: Option<String>,
+    vocab: Option<PathBuf>,
     prompt_tokens: usize,
     gen_tokens: usize,
     json: bool,
@@ -119,8 +120,13 @@ pub fn llm(
             let names: Vec<&str> = synthetic::SPECS.iter().map(|s| s.name).collect();
             let spec = synthetic::spec(&name)
                 .with_context(|| format!("no synthetic model {name:?}; choose one of {names:?}"))?;
-            let path = assembly.store()?.dir().join("synthetic").join(format!("{name}.gguf"));
-            if synthetic::ensure(spec, &path).with_context(|| format!("writing {}", path.display()))? {
+            // One file per kind of vocabulary, so switching does not rewrite gigabytes each time.
+            let (file, vocabulary) = match &vocab {
+                Some(json) => (format!("{name}.vocab.gguf"), synthetic::Vocabulary::TokenizerJson(json)),
+                None => (format!("{name}.gguf"), synthetic::Vocabulary::Placeholder),
+            };
+            let path = assembly.store()?.dir().join("synthetic").join(file);
+            if synthetic::ensure(spec, &path, vocabulary).with_context(|| format!("writing {}", path.display()))? {
                 eprintln!("wrote the synthetic model {} (kept for later runs)", path.display());
             }
             path

@@ -45,8 +45,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Health(args) => health::run(&assembly, args),
         Command::Bench(BenchCommand::Stt(args)) => bench::stt(&assembly, args),
         Command::Bench(BenchCommand::Tts { voice, json }) => bench::tts(&assembly, &voice, json),
-        Command::Bench(BenchCommand::Llm { model, synthetic, prompt_tokens, gen_tokens, json }) => {
-            bench::llm(&assembly, model, synthetic, prompt_tokens, gen_tokens, json)
+        Command::Bench(BenchCommand::Llm { model, synthetic, vocab, prompt_tokens, gen_tokens, json }) => {
+            bench::llm(&assembly, model, synthetic, vocab, prompt_tokens, gen_tokens, json)
         }
         Command::Models(cmd) => models::run(&assembly, cmd),
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use super::chat::ChatTemplate;
+use super::chat::{self, ChatTemplate};
 use super::sampling::{Sampler, SamplingOptions};
 use super::tokenizer::LlmTokenizer;
 use super::{GgufFile, Llama, LlmError};
@@ -39,6 +39,9 @@ pub const PREFILL_CHUNK: usize = 128;
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     pub system: String,
+    /// The date the prompt gives the model (Llama 3's template has one): the day the
+    /// conversation (re)started, as [`chat::today`] writes it.
+    pub date: String,
     /// Finished (user, assistant) turns.
     pub turns: Vec<(String, String)>,
     /// Tokens in the KV cache, in order.
@@ -55,12 +58,12 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn new(system: impl Into<String>) -> Self {
-        Self { system: system.into(), ..Default::default() }
+        Self { system: system.into(), date: chat::today(), ..Default::default() }
     }
 
     /// Starts from earlier turns given as text (their tokens are prefilled with the next turn).
     pub fn with_history(system: impl Into<String>, turns: Vec<(String, String)>) -> Self {
-        Self { system: system.into(), turns, ..Default::default() }
+        Self { system: system.into(), date: chat::today(), turns, ..Default::default() }
     }
 
     /// Forgets the turns when the next one starts more than `idle` after the last ended, so a
@@ -84,6 +87,7 @@ impl Conversation {
         self.unfed.clear();
         self.last_turn = None;
         self.opening_only = false;
+        self.date = chat::today();
         true
     }
 }
@@ -139,7 +143,7 @@ impl Engine {
             messages.push(("assistant", a));
         }
         messages.push(("user", user));
-        self.encode(&self.template.render(&conv.system, &messages))
+        self.encode(&self.template.render(&conv.system, &conv.date, &messages))
     }
 
     /// Runs the conversation's opening (the system prompt) through the model now, so that the
@@ -150,7 +154,7 @@ impl Engine {
         if !conv.turns.is_empty() || !conv.cached.is_empty() {
             return Ok(0);
         }
-        let ids = self.encode(&self.template.opening(&conv.system))?;
+        let ids = self.encode(&self.template.opening(&conv.system, &conv.date))?;
         if ids.is_empty() || ids.len() >= self.model.max_context() {
             return Ok(0);
         }

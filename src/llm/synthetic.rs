@@ -43,6 +43,13 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
+impl Spec {
+    /// Tokens in the vocabulary.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+}
+
 pub fn spec(name: &str) -> Option<Spec> {
     SPECS.iter().copied().find(|s| s.name == name)
 }
@@ -95,21 +102,50 @@ fn llama3_divisors(head_dim: usize, base: f32) -> Vec<f32> {
 /// Marks files written by this version of the generator; an older file is written again.
 const GENERATOR_KEY: &str = "wick.synthetic.version";
 const GENERATOR_VERSION: u32 = 2;
+/// Which vocabulary the file carries: "placeholder", or the sha256 of the tokenizer.json.
+const VOCAB_KEY: &str = "wick.synthetic.vocab";
 
-/// Writes the synthetic model to `path` unless a file from this generator version is there.
-/// Returns true when it wrote.
-pub fn ensure(spec: Spec, path: &Path) -> candle_core::Result<bool> {
-    let current = std::fs::File::open(path)
-        .ok()
-        .and_then(|mut f| gguf_file::Content::read(&mut f).ok())
-        .is_some_and(|c| c.metadata.get(GENERATOR_KEY).and_then(|v| v.to_u32().ok()) == Some(GENERATOR_VERSION));
+/// The tokenizer a synthetic model carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Vocabulary<'a> {
+    /// Made-up tokens of the right count: enough for speed, meaningless as text.
+    Placeholder,
+    /// A real model's vocabulary and merges from its Hugging Face `tokenizer.json` (Meta's
+    /// Llama 3.2 one: `make llama3-text`), so that every engine reading the file tokenizes
+    /// text as that model does.
+    TokenizerJson(&'a Path),
+}
+
+impl Vocabulary<'_> {
+    fn id(self) -> candle_core::Result<String> {
+        match self {
+            Vocabulary::Placeholder => Ok("placeholder".into()),
+            Vocabulary::TokenizerJson(path) => {
+                use sha2::Digest;
+                let bytes =
+                    std::fs::read(path).map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
+                Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
+            }
+        }
+    }
+}
+
+/// Writes the synthetic model to `path` unless a file from this generator version with this
+/// vocabulary is there. Returns true when it wrote.
+pub fn ensure(spec: Spec, path: &Path, vocab: Vocabulary) -> candle_core::Result<bool> {
+    let id = vocab.id()?;
+    let current =
+        std::fs::File::open(path).ok().and_then(|mut f| gguf_file::Content::read(&mut f).ok()).is_some_and(|c| {
+            c.metadata.get(GENERATOR_KEY).and_then(|v| v.to_u32().ok()) == Some(GENERATOR_VERSION)
+                && c.metadata.get(VOCAB_KEY).and_then(|v| v.to_string().ok()) == Some(&id)
+        });
     if current {
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    write(spec, path)?;
+    write(spec, path, vocab)?;
     Ok(true)
 }
 
@@ -117,7 +153,7 @@ pub fn ensure(spec: Spec, path: &Path) -> candle_core::Result<bool> {
 /// `llama-bench`) load the file too: the 256 byte tokens, two-letter merges of a..z, filler
 /// tokens up to 128000, then the special tokens with `<|begin_of_text|>` and `<|eot_id|>` at
 /// Llama 3's ids. Its text means nothing; only its size matches.
-fn vocabulary(vocab: usize) -> Vec<(&'static str, gguf_file::Value)> {
+fn placeholder_vocabulary(vocab: usize) -> Vec<(&'static str, gguf_file::Value)> {
     use gguf_file::Value;
     const FIRST_SPECIAL: usize = 128_000;
     let letters = b'a'..=b'z';
@@ -147,8 +183,82 @@ fn vocabulary(vocab: usize) -> Vec<(&'static str, gguf_file::Value)> {
     ]
 }
 
-/// Writes the synthetic model `spec` to `path` (through a temporary name).
-pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
+/// The GGUF tokenizer metadata of a Hugging Face byte-level BPE `tokenizer.json`, as
+/// llama.cpp's converter writes it for Llama 3: tokens by id, added special tokens as control
+/// tokens, merges as "left right" strings, the `llama-bpe` pre-tokenizer.
+fn json_vocabulary(path: &Path, vocab: usize) -> candle_core::Result<Vec<(&'static str, gguf_file::Value)>> {
+    use gguf_file::Value;
+    let fail = |why: String| candle_core::Error::Msg(format!("{}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let model = &json["model"];
+    if model["type"] != "BPE" {
+        return Err(fail(format!("the model is {}, not byte-level BPE", model["type"])));
+    }
+    let mut tokens: Vec<Option<String>> = vec![None; vocab];
+    let mut types = vec![1i32; vocab];
+    let mut place = |token: &str, id: Option<u64>| -> candle_core::Result<usize> {
+        let id = id.ok_or_else(|| fail(format!("token {token:?} has no id")))? as usize;
+        let slot =
+            tokens.get_mut(id).ok_or_else(|| fail(format!("token id {id} is beyond the model's {vocab} tokens")))?;
+        *slot = Some(token.to_string());
+        Ok(id)
+    };
+    for (token, id) in model["vocab"].as_object().ok_or_else(|| fail("model.vocab is not a map".into()))? {
+        place(token, id.as_u64())?;
+    }
+    for added in json["added_tokens"].as_array().into_iter().flatten() {
+        // Added tokens past the model's vocabulary belong to a sibling model sharing the file
+        // (Llama 3.2 Vision's `<|image|>`, id 128256, in the tokenizer.json the tests use).
+        if added["id"].as_u64().is_some_and(|id| id as usize >= vocab) {
+            continue;
+        }
+        let id = place(added["content"].as_str().unwrap_or_default(), added["id"].as_u64())?;
+        if added["special"].as_bool() == Some(true) {
+            types[id] = 3;
+        }
+    }
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, t)| {
+            t.map(Value::String).ok_or_else(|| fail(format!("no token has id {id} (the model has {vocab})")))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    // Merges are "a b" strings, or [a, b] pairs in newer files.
+    let merges = model["merges"]
+        .as_array()
+        .ok_or_else(|| fail("model.merges is not a list".into()))?
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => Ok(Value::String(s.clone())),
+            serde_json::Value::Array(pair) if pair.len() == 2 => Ok(Value::String(format!(
+                "{} {}",
+                pair[0].as_str().unwrap_or_default(),
+                pair[1].as_str().unwrap_or_default()
+            ))),
+            other => Err(fail(format!("a merge is {other}"))),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(vec![
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("llama-bpe".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+        ("tokenizer.ggml.merges", Value::Array(merges)),
+    ])
+}
+
+/// The `tokenizer.ggml.*` metadata a synthetic model of `n` tokens carries for `vocab`.
+pub fn tokenizer_metadata(vocab: Vocabulary, n: usize) -> candle_core::Result<Vec<(&'static str, gguf_file::Value)>> {
+    match vocab {
+        Vocabulary::Placeholder => Ok(placeholder_vocabulary(n)),
+        Vocabulary::TokenizerJson(json) => json_vocabulary(json, n),
+    }
+}
+
+/// Writes the synthetic model `spec` with `vocab` to `path` (through a temporary name).
+pub fn write(spec: Spec, path: &Path, vocab: Vocabulary) -> candle_core::Result<()> {
     use gguf_file::Value;
     let head_dim = spec.n_embd / spec.n_head;
     let base = 500_000.0f32;
@@ -168,8 +278,9 @@ pub fn write(spec: Spec, path: &Path) -> candle_core::Result<()> {
         ("tokenizer.ggml.bos_token_id", Value::U32(128_000)),
         ("tokenizer.ggml.eos_token_id", Value::U32(128_009)),
         (GENERATOR_KEY, Value::U32(GENERATOR_VERSION)),
+        (VOCAB_KEY, Value::String(vocab.id()?)),
     ];
-    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(vocabulary(spec.vocab)).collect();
+    let metadata: Vec<(&str, Value)> = metadata.into_iter().chain(tokenizer_metadata(vocab, spec.vocab)?).collect();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let (d, kv, ff) = (spec.n_embd, spec.n_kv_head * head_dim, spec.n_ff);
     let mut tensors: Vec<(String, QTensor)> = vec![
@@ -216,7 +327,7 @@ mod tests {
         let spec = Spec { name: "tiny", n_layer: 3, n_embd: 256, n_ff: 512, n_head: 4, n_kv_head: 2, vocab: 1000 };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny.gguf");
-        write(spec, &path).unwrap();
+        write(spec, &path, Vocabulary::Placeholder).unwrap();
         let mut file = crate::llm::GgufFile::open(&path).unwrap();
         let names: Vec<_> = file.content.tensor_infos.keys().cloned().collect();
         assert_eq!(names.len(), 3 + 9 * 3);
