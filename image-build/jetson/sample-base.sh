@@ -62,6 +62,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   mv "$resolv" "$work/resolv.conf.sample" 2>/dev/null || true
   cp -L /etc/resolv.conf "$resolv"
   policy=$root/usr/sbin/policy-rc.d  # no service starts inside the build's chroot
+  [ ! -e "$policy" ] || mv "$policy" "$work/policy-rc.d.sample"
   printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"
   ok=1
   chroot "$root" apt-get update -q >"$work/apt.log" 2>&1 &&
@@ -70,6 +71,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   chroot "$root" apt-get clean >/dev/null 2>&1 || true
   rm -f "$policy" "$resolv"
   mv "$work/resolv.conf.sample" "$resolv" 2>/dev/null || true
+  mv "$work/policy-rc.d.sample" "$policy" 2>/dev/null || true
   if [ $ok = 0 ]; then
     tail -15 "$work/apt.log" >&2
     die "the sample root's apt could not install ${missing[*]} (its output is above): the build host needs the network to the mirrors in the sample root's /etc/apt/sources.list"
