@@ -56,8 +56,8 @@ LLAMA3_TEXT := $(WICK_CACHE)/llama3-text-$(call hash,tools/llama3_text/fetch.py)
 endif
 
 # llama.cpp's tools built from that sdist (tools/llama_cpp/build.sh): llama-tokenize for the
-# tokenizer tests, llama-bench for tools/compare-llm. Built for this CPU (GGML_NATIVE), so named
-# by its flags too.
+# tokenizer tests, llama-bench for tools/compare-llm. Built for this CPU's vector extensions
+# (without AMX; build.sh says why), so named by its flags too.
 CPU_FLAGS  := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-16)
 ifndef LLAMA_CPP
 LLAMA_CPP  := $(WICK_CACHE)/llama-cpp-$(call hash,tools/llama_cpp/build.sh tools/llama3_text/fetch.py,$(CPU_FLAGS))

@@ -143,7 +143,7 @@ fn has_avx512bw() -> bool {
 /// `out[i]` for each activation row `xs[i]`: sixteen rows at a time through `sixteen`, then
 /// four at a time through `four`, the rest one at a time through `one`. A kernel unpacks a
 /// weight block once per call, so the more rows a call takes the less unpacking each row pays
-/// for (at four rows, unpacking Q4_K's scales was a tenth of the prompt's time).
+/// for (at four rows, unpacking Q4_K's scales alone took 4.6 % of the synthetic 3B's profile).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn in_groups<X>(
     xs: &[&[X]],
