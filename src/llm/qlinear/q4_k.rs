@@ -12,7 +12,7 @@
 //! type.
 
 pub const BLOCK: usize = 256;
-const WEIGHT_BYTES: usize = 144;
+pub(super) const WEIGHT_BYTES: usize = 144;
 
 /// One super-block of quantized activations.
 #[derive(Clone, Copy)]
@@ -49,7 +49,7 @@ pub fn quantize(x: &[f32]) -> Vec<Q8K> {
 /// The eight (scale, min) pairs packed in a block's twelve scale bytes: the low six bits of
 /// bytes 0..8 for pairs 0..4, and for pairs 4..8 the nibbles of bytes 8..12 topped up with the
 /// two high bits of bytes 0..8.
-fn scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {
         sc[j] = packed[j] & 63;

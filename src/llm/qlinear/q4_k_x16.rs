@@ -1,0 +1,351 @@
+//! Q4_K weights repacked sixteen rows at a time, for a register-tiled matrix product.
+//!
+//! [`super::q4_k`] multiplies one weight row with several activation rows, and every pair
+//! pays for a horizontal sum, a float conversion and the minimums' term per block. Here the
+//! weights of sixteen rows are interleaved four values at a time, so one 512-bit register
+//! holds the same four positions of all sixteen rows: an activation's four bytes broadcast
+//! against it give sixteen outputs' partial sums in the lanes, and nothing is ever summed
+//! across lanes. The design follows ggml's `block_q4_Kx8` and its gemm/gemv kernels (rows
+//! interleaved at load, activations broadcast); the layout and the kernels are wick's own:
+//! sixteen rows so that one register spans a group on AVX-512 and two on AVX2, nibbles paired
+//! so that one load serves two steps, and products of one 32-value sub-block summed in 16-bit
+//! lanes before its scale is applied once.
+//!
+//! The repacked tensor replaces the GGUF one (it is 2.8 % larger: the scales and minimums are
+//! stored unpacked as bytes), so resident memory stays near the file's size.
+//!
+//! Layout, per group of sixteen rows and per 256-value super-block (`GROUP_BYTES`):
+//! - `d[16]`, then `dmin[16]` (f16, one per row);
+//! - `scales[8][16]`, then `mins[8][16]` (6-bit values as bytes, per sub-block then row);
+//! - quants `[8 sub-blocks][4 steps][16 rows][4 bytes]`: byte `i` of row `r` at step `t` of
+//!   sub-block `j` holds value `32j + 8t + i` of that row in its low nibble and value
+//!   `32j + 8t + 4 + i` in its high nibble.
+
+use super::q4_k::{self, BLOCK, Q8K};
+
+/// Rows per interleaved group.
+pub const ROWS: usize = 16;
+const D: usize = 0;
+const DMIN: usize = 32;
+const SCALES: usize = 64;
+const MINS: usize = SCALES + 8 * ROWS;
+const QS: usize = MINS + 8 * ROWS;
+/// Bytes of one group's super-block.
+pub const GROUP_BYTES: usize = QS + ROWS * BLOCK / 2;
+
+/// The 4-bit value `v` (0..256) of a GGUF Q4_K block: each 32 bytes of nibbles hold 64 values,
+/// the low nibbles first.
+fn nibble(qs: &[u8], v: usize) -> u8 {
+    let (chunk, i) = (v / 64, v % 64);
+    let byte = qs[32 * chunk + i % 32];
+    if i < 32 {
+        byte & 0x0f
+    } else {
+        byte >> 4
+    }
+}
+
+/// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_K blocks; the caller
+/// keeps the remaining rows as they are.
+pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+    let blocks = k / BLOCK;
+    let row_bytes = blocks * q4_k::WEIGHT_BYTES;
+    let groups = bytes.len() / row_bytes / ROWS;
+    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
+    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
+        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
+            for r in 0..ROWS {
+                let start = (g * ROWS + r) * row_bytes + b * q4_k::WEIGHT_BYTES;
+                let src = &bytes[start..start + q4_k::WEIGHT_BYTES];
+                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+                dst[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&src[2..4]);
+                let (sc, mn) = q4_k::scales_mins(&src[4..16]);
+                for j in 0..8 {
+                    dst[SCALES + ROWS * j + r] = sc[j];
+                    dst[MINS + ROWS * j + r] = mn[j];
+                }
+                let qs = &src[16..];
+                for j in 0..8 {
+                    for t in 0..4 {
+                        for i in 0..4 {
+                            let v = 32 * j + 8 * t + i;
+                            dst[QS + 256 * j + 64 * t + 4 * r + i] = nibble(qs, v) | (nibble(qs, v + 4) << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn f16_at(p: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32()
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
+/// reference the SIMD kernels are tested against.
+pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
+    for (x, o) in xs.iter().zip(out) {
+        *o = [0.0; ROWS];
+        for (gb, xb) in group.chunks_exact(GROUP_BYTES).zip(x.iter()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let (mut sumi, mut summ) = (0i32, 0i32);
+                for j in 0..8 {
+                    let mut dot = 0i32;
+                    for t in 0..4 {
+                        for i in 0..4 {
+                            let byte = gb[QS + 256 * j + 64 * t + 4 * r + i];
+                            let v = 32 * j + 8 * t + i;
+                            dot += (byte & 0x0f) as i32 * xb.qs[v] as i32 + (byte >> 4) as i32 * xb.qs[v + 4] as i32;
+                        }
+                    }
+                    sumi += gb[SCALES + ROWS * j + r] as i32 * dot;
+                    summ += gb[MINS + ROWS * j + r] as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
+                }
+                *o += xb.d * (f16_at(gb, D + 2 * r) * sumi as f32 - f16_at(gb, DMIN + 2 * r) * summ as f32);
+            }
+        }
+    }
+}
+
+/// One group against `R` activation rows on 512-bit registers.
+///
+/// Per sub-block the group's 512 weight bytes are unpacked into eight registers once; each
+/// activation row then broadcasts its four-byte steps against them and sums the eight
+/// products in 16-bit lanes (at most 8 * 2 * 15 * 128 = 30720), applying the sub-block's
+/// scales once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_epi8(0x0f);
+    // Four-byte broadcasts from an activation row.
+    let bcast = |p: *const i8| _mm512_set1_epi32((p as *const i32).read_unaligned());
+    // Sixteen bytes as 32-bit lanes with the byte in both 16-bit halves: a `madd` multiplier.
+    let both_halves = |p: *const u8| {
+        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
+    };
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let p = gb.as_ptr();
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D) as *const __m256i));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN) as *const __m256i));
+        // The minimums' term first, folded into the float sums, so its integers die here.
+        let mut summ = [_mm512_setzero_si512(); R];
+        for j in 0..8 {
+            let mins = both_halves(p.add(MINS + ROWS * j));
+            for r in 0..R {
+                // The pair of 16-value sums of sub-block j, each multiplied by the minimum.
+                let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
+                summ[r] = _mm512_add_epi32(summ[r], _mm512_madd_epi16(pair, mins));
+            }
+        }
+        for r in 0..R {
+            let scale = _mm512_mul_ps(dmin, _mm512_set1_ps(xs[r][b].d));
+            acc[r] = _mm512_fnmadd_ps(scale, _mm512_cvtepi32_ps(summ[r]), acc[r]);
+        }
+        let mut sumi = [_mm512_setzero_si512(); R];
+        for j in 0..8 {
+            let mut w = [_mm512_setzero_si512(); 8];
+            for t in 0..4 {
+                let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
+                w[2 * t] = _mm512_and_si512(packed, low);
+                w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+            }
+            let scales = both_halves(p.add(SCALES + ROWS * j));
+            for r in 0..R {
+                let x = xs[r][b].qs.as_ptr().add(32 * j);
+                let mut dot = _mm512_maddubs_epi16(w[0], bcast(x));
+                for (s, ws) in w.iter().enumerate().skip(1) {
+                    // Register s holds values 8(s/2)..+4 of the sub-block for even s (low
+                    // nibbles), the next four for odd s (high nibbles); see the layout.
+                    let at = 8 * (s / 2) + 4 * (s % 2);
+                    dot = _mm512_add_epi16(dot, _mm512_maddubs_epi16(*ws, bcast(x.add(at))));
+                }
+                sumi[r] = _mm512_add_epi32(sumi[r], _mm512_madd_epi16(dot, scales));
+            }
+        }
+        for r in 0..R {
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[r][b].d));
+            acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+    out
+}
+
+/// [`group_avx512`] on 256-bit registers: a group is two halves of eight rows (the first and
+/// last 32 bytes of each 64-byte step), taken one after the other so that a half's eight
+/// unpacked registers and the activation rows' sums fit the sixteen registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0f);
+    let bcast = |p: *const i8| _mm256_set1_epi32((p as *const i32).read_unaligned());
+    let both_halves = |p: *const u8| {
+        let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+        _mm256_or_si256(v, _mm256_slli_epi32(v, 16))
+    };
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let p = gb.as_ptr();
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p.add(D + 16 * h) as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(DMIN + 16 * h) as *const __m128i));
+            let mut summ = [_mm256_setzero_si256(); R];
+            for j in 0..8 {
+                let mins = both_halves(p.add(MINS + ROWS * j + 8 * h));
+                for r in 0..R {
+                    let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
+                    summ[r] = _mm256_add_epi32(summ[r], _mm256_madd_epi16(pair, mins));
+                }
+            }
+            for r in 0..R {
+                let scale = _mm256_mul_ps(dmin, _mm256_set1_ps(xs[r][b].d));
+                acc[r] = _mm256_fnmadd_ps(scale, _mm256_cvtepi32_ps(summ[r]), acc[r]);
+            }
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for j in 0..8 {
+                let mut w = [_mm256_setzero_si256(); 8];
+                for t in 0..4 {
+                    let packed = _mm256_loadu_si256(p.add(QS + 256 * j + 64 * t + 32 * h) as *const __m256i);
+                    w[2 * t] = _mm256_and_si256(packed, low);
+                    w[2 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+                }
+                let scales = both_halves(p.add(SCALES + ROWS * j + 8 * h));
+                for r in 0..R {
+                    let x = xs[r][b].qs.as_ptr().add(32 * j);
+                    let mut dot = _mm256_maddubs_epi16(w[0], bcast(x));
+                    for (s, ws) in w.iter().enumerate().skip(1) {
+                        let at = 8 * (s / 2) + 4 * (s % 2);
+                        dot = _mm256_add_epi16(dot, _mm256_maddubs_epi16(*ws, bcast(x.add(at))));
+                    }
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(dot, scales));
+                }
+            }
+            for r in 0..R {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(xs[r][b].d));
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[0][r]);
+        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), acc[1][r]);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Activation rows per call of the AVX-512 kernel: its eight unpacked weight registers and
+/// two sums per row fit the 32 registers at eight rows.
+const TILE_AVX512: usize = 8;
+#[cfg(target_arch = "x86_64")]
+/// The same for AVX2: eight weight registers and two sums per row in sixteen.
+const TILE_AVX2: usize = 4;
+
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's super-blocks in `group`.
+pub fn group_dots(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512bw() {
+        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES super-block (at
+        // most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from
+        // 32j + at <= 252, and the pairs of its 16 sums), and every activation row has as many
+        // blocks as the group (the caller's shapes).
+        return in_tiles::<TILE_AVX512>(
+            xs,
+            out,
+            |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
+            |x| unsafe { group_avx512::<1>(group, [x])[0] },
+        );
+    }
+    group_dots_avx2_or_portable(group, xs, out)
+}
+
+/// [`group_dots`] without AVX-512 (also what the tests check the AVX-512 kernel against).
+pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte step.
+        return in_tiles::<TILE_AVX2>(
+            xs,
+            out,
+            |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
+            |x| unsafe { group_avx2::<1>(group, [x])[0] },
+        );
+    }
+    group_dots_portable(group, xs, out)
+}
+
+/// Activation rows `T` at a time through `tile`, the rest one at a time through `one`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn in_tiles<const T: usize>(
+    xs: &[&[Q8K]],
+    out: &mut [[f32; ROWS]],
+    tile: impl Fn([&[Q8K]; T]) -> [[f32; ROWS]; T],
+    one: impl Fn(&[Q8K]) -> [f32; ROWS],
+) {
+    let mut groups = xs.chunks_exact(T);
+    let mut outs = out.chunks_exact_mut(T);
+    for (g, o) in (&mut groups).zip(&mut outs) {
+        o.copy_from_slice(&tile(g.try_into().expect("T rows")));
+    }
+    for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
+        *o = one(x);
+    }
+}
+
+/// Whether this CPU has a kernel for the layout; elsewhere the weights stay in GGUF blocks.
+pub fn worth_repacking() -> bool {
+    super::has_avx2_fma_f16c()
+}
+
+/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
+/// GGUF blocks.
+pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+    let xq = q4_k::quantize(x);
+    let xs: Vec<&[Q8K]> = xq.chunks_exact(k / BLOCK).collect();
+    let m = xs.len();
+    let group_bytes = k / BLOCK * GROUP_BYTES;
+    let grouped = repacked.len() / group_bytes * ROWS;
+    let row_bytes = k / BLOCK * q4_k::WEIGHT_BYTES;
+    let n = grouped + tail.len() / row_bytes;
+    super::by_weight_chunks(n, m, out, |start, end, res| {
+        let width = end - start;
+        // Generation (one row) is the common case and allocates nothing.
+        let (mut tile_one, mut column_one) = ([[0.0f32; ROWS]; 1], [0.0f32; 1]);
+        let (mut tile_many, mut column_many);
+        let (tile, column): (&mut [[f32; ROWS]], &mut [f32]) = if m == 1 {
+            (&mut tile_one, &mut column_one)
+        } else {
+            tile_many = vec![[0.0f32; ROWS]; m];
+            column_many = vec![0.0f32; m];
+            (&mut tile_many, &mut column_many)
+        };
+        let mut r = start;
+        while r < end {
+            if r < grouped && r + ROWS <= end {
+                let g = r / ROWS;
+                group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, tile);
+                for (i, o) in tile.iter().enumerate() {
+                    res[i * width + r - start..i * width + r - start + ROWS].copy_from_slice(o);
+                }
+                r += ROWS;
+            } else {
+                let t = r - grouped;
+                q4_k::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, column);
+                for (i, v) in column.iter().enumerate() {
+                    res[i * width + r - start] = *v;
+                }
+                r += 1;
+            }
+        }
+    });
+}
