@@ -110,10 +110,11 @@ fn greedy(mut cmd: Command, prompt: &str) -> Greedy {
 /// How close x86-64's own top two logits may be where the two builds pick differently. The
 /// language model's activations are quantized to 8 bits before each matmul: where the two
 /// builds' floats differ in the last bits (other SIMD, other summation order), a value near a
-/// rounding boundary lands on the next step, and over 30 layers that moves logits by about a
-/// tenth (measured: a divergence at x86-64's margin 0.12, SmolLM2 Q4_1). Picks within that of
-/// each other are both right; a larger gap is a kernel bug on one side.
-const CROSS_NEAR_TIE: f32 = 0.25;
+/// rounding boundary lands on the next step, and over 30 layers that moves logits. Measured
+/// on x86-64 alone, between two of wick's Q4_1 kernels that differ only in the order of float
+/// sums: top-two margins up to 0.64 apart (tests/llm.rs, `FLOAT_ORDER_NOISE`). Picks within
+/// that of each other are both right; a larger gap is a kernel bug on one side.
+const CROSS_NEAR_TIE: f32 = 0.65;
 
 /// The language model, greedy: the same rendered prompt (tokenizer and chat template), then
 /// the same tokens until, at most, a step where x86-64 itself saw a near-tie.

@@ -21,14 +21,25 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-/// llama.cpp's top-1 minus top-2 logit below which two correct engines may pick differently.
-const NEAR_TIE: f64 = 0.05;
+/// How far apart two correct engines' top-1 minus top-2 margins can be on this model. Measured:
+/// wick's repacked Q4_1 kernel and its GGUF-block kernel compute the same integer products and
+/// differ only in the order of float sums (1e-6 relative per dot product), yet their margins
+/// differ by up to 0.64 (mean 0.15) over the 115 reference steps: a tiny difference flips
+/// the rounding of a few activations when they are quantized to 8 bits for the next layer,
+/// and that grows over 30 layers. So a step whose margin is below this may go either way.
+const FLOAT_ORDER_NOISE: f64 = 0.65;
+/// The mean distance of wick's margins from llama.cpp's that a correct engine stays under
+/// (measured 0.13 against llama.cpp, and 0.15 between two of wick's own summation orders); a
+/// wrong kernel, rotary table or attention detail moves every step and shows here first.
+const MEAN_MARGIN_GAP: f64 = 0.2;
 
+/// Teacher-forced: each step is fed llama.cpp's token, so every step of every case is
+/// compared, not only the steps before the first disagreement.
 #[test]
 fn greedy_decoding_matches_llama_cpp() {
     let reference = reference();
-    let eos = reference["eos_id"].as_u64().unwrap() as u32;
     let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &common::device()).unwrap();
+    let (mut gaps, mut disagreements, mut close_calls) = (Vec::new(), Vec::new(), 0);
     for case in reference["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let want = ids(&case["greedy_ids"]);
@@ -36,41 +47,38 @@ fn greedy_decoding_matches_llama_cpp() {
             case["top1_minus_top2_logit"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         model.reset();
         let mut logits = model.forward(&ids(&case["prompt_ids"])).unwrap();
-        let mut got = Vec::new();
-        let mut divergence = None;
         for (step, &expected) in want.iter().enumerate() {
             let v: Vec<f32> = logits.to_vec1().unwrap();
-            let mut order: Vec<usize> = (0..v.len()).collect();
-            order.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
-            let next = order[0] as u32;
-            if next != expected && divergence.is_none() {
-                divergence = Some(step);
-                eprintln!(
-                    "{name}: step {step}: wick picks {next} ({:.4}) over llama.cpp's {expected} ({:.4}); llama.cpp's margin {:.4}",
-                    v[order[0]], v[expected as usize], margins[step]
-                );
-                break;
+            // llama.cpp's token's lead over every other token: its margin when it is wick's
+            // pick too, negative when wick picks another.
+            let best_other =
+                v.iter().enumerate().filter(|&(i, _)| i as u32 != expected).map(|(_, &l)| l).fold(f32::MIN, f32::max);
+            let lead = (v[expected as usize] - best_other) as f64;
+            gaps.push((lead - margins[step]).abs());
+            if lead < 0.0 {
+                let line = format!("{name} step {step}: llama.cpp's margin {:.4}, wick's {lead:.4}", margins[step]);
+                eprintln!("{line}");
+                if margins[step] >= FLOAT_ORDER_NOISE {
+                    disagreements.push(line);
+                } else {
+                    close_calls += 1;
+                }
             }
-            got.push(next);
-            if next == eos {
-                break;
-            }
-            logits = model.forward(&[next]).unwrap();
-        }
-        match divergence {
-            None => assert_eq!(got, want, "{name}"),
-            Some(step) => {
-                // A divergence is acceptable only at or after a step llama.cpp itself found a near-tie.
-                let tie = margins[..=step].iter().position(|&m| m < NEAR_TIE);
-                assert!(
-                    tie.is_some() || step >= 24,
-                    "{name}: diverged from llama.cpp at step {step} with no near-tie before it (margins {:?})",
-                    &margins[..=step]
-                );
-                eprintln!("{name}: matched {step} tokens, then a near-tie at step {}", tie.unwrap_or(step));
-            }
+            logits = model.forward(&[expected]).unwrap();
         }
     }
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    let max = gaps.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "{} steps: wick picks llama.cpp's token at all but {close_calls}, all of them closer than {FLOAT_ORDER_NOISE}; \
+         margins differ by {mean:.3} on average, {max:.3} at most",
+        gaps.len()
+    );
+    assert!(disagreements.is_empty(), "wick picks another token where llama.cpp is sure: {disagreements:#?}");
+    assert!(
+        mean <= MEAN_MARGIN_GAP,
+        "wick's margins are {mean:.3} from llama.cpp's on average (at most {MEAN_MARGIN_GAP})"
+    );
 }
 
 #[test]

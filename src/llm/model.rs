@@ -250,6 +250,7 @@ impl Llama {
         let sin = self.sin.narrow(0, offset, n)?;
         let mask = (n > 1).then(|| causal_mask(n, offset, &self.device, DType::F32)).transpose()?;
         let mut x = self.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
+        let kv_dtype = self.kv_dtype;
         for layer in &mut self.layers {
             let h = layer.attn_norm.forward(&x)?;
             let heads = |t: Tensor, count: usize| t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous();
@@ -259,8 +260,10 @@ impl Llama {
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             // On a GPU the cache and the attention products are f16: half the memory, and
-            // tensor-core matmuls; the softmax stays f32. The CPU keeps everything f32.
-            let (q, k, v) = (q.to_dtype(self.kv_dtype)?, k.to_dtype(self.kv_dtype)?, v.to_dtype(self.kv_dtype)?);
+            // tensor-core matmuls; the softmax stays f32. The CPU computes in f32 on values
+            // rounded to f16 where llama.cpp rounds them (its default f16 cache, without flash
+            // attention: q, k, v and the probabilities), so that greedy decoding follows it.
+            let (q, k, v) = (attn_operand(kv_dtype, &q)?, attn_operand(kv_dtype, &k)?, attn_operand(kv_dtype, &v)?);
             let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
             // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
             // the group into the query length lets one matmul per kv head do the work.
@@ -276,7 +279,7 @@ impl Llama {
                     total,
                 ))?;
             }
-            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.kv_dtype)?;
+            let probs = attn_operand(kv_dtype, &candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?)?;
             let ctx = probs
                 .matmul(&v.contiguous()?)?
                 .reshape((1, n_head, n, hd))?
@@ -291,6 +294,15 @@ impl Llama {
         let last = x.narrow(1, n - 1, 1)?;
         let logits = self.output.forward(&self.norm.forward(&last)?)?;
         logits.flatten_all()?.to_dtype(DType::F32)
+    }
+}
+
+/// An attention operand in the attention's type: f16 on a GPU; on the CPU f32 holding the
+/// value rounded to f16.
+fn attn_operand(kv_dtype: DType, t: &Tensor) -> Result<Tensor> {
+    match kv_dtype {
+        DType::F32 => t.to_dtype(DType::F16)?.to_dtype(DType::F32),
+        dtype => t.to_dtype(dtype),
     }
 }
 

@@ -11,11 +11,12 @@
 //! Measured on a 2-core x86 machine with the synthetic Llama 3.2 3B Q4_K_M: resident memory
 //! 2.1 GB instead of 4.4 GB and generation 15.5 instead of 11.7 tokens/s, but prompt
 //! processing 21 instead of 72 tokens/s, since dot products are not a tiled matrix product.
-//! For prompts, Q6_K and Q4_1 have kernels of their own that unpack a weight block once for
-//! up to sixteen activation rows, on 512-bit registers where the CPU has AVX-512. Q4_K, most
-//! of the 3B model, is repacked at load sixteen rows at a time, in place of the GGUF tensor,
-//! for register-tiled kernels ([`q4_k_x16`]): prompts 15 -> 30 tokens/s, generation
-//! 4.1 -> 4.65 on one thread of that machine's successor (AVX-512).
+//! For prompts, Q6_K has a kernel of its own that unpacks a weight block once for up to
+//! sixteen activation rows, on 512-bit registers where the CPU has AVX-512. Q4_K (most of the
+//! 3B model) and Q4_1 (SmolLM2) are repacked at load sixteen rows at a time, in place of the
+//! GGUF tensor, for register-tiled kernels ([`grouped`], [`q4_k_x16`], [`q4_1_x16`]): on one
+//! AVX-512 thread the 3B's prompts went from 15 to 30 tokens/s and SmolLM2's from about 215
+//! to 320-570.
 
 use std::sync::Arc;
 
@@ -33,15 +34,23 @@ pub enum QLinear {
         rows: usize,
         cols: usize,
     },
-    /// Q4_K rows repacked sixteen at a time for the tiled kernels ([`q4_k_x16`]), in place
-    /// of the GGUF tensor; the rows past the last full group stay in GGUF blocks in `tail`.
-    Q4KGroups {
+    /// Rows repacked sixteen at a time for the tiled kernels ([`grouped`]), in place of the
+    /// GGUF tensor; the rows past the last full group stay in GGUF blocks in `tail`.
+    Grouped {
+        kind: Repacked,
         repacked: Vec<u8>,
         tail: Vec<u8>,
         rows: usize,
         cols: usize,
     },
     Candle(QMatMul),
+}
+
+/// The types with a repacked layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repacked {
+    Q4K,
+    Q4_1,
 }
 
 fn supported(dtype: GgmlDType) -> bool {
@@ -54,19 +63,25 @@ impl QLinear {
         let on_cpu = matches!(weight.device(), candle_core::Device::Cpu);
         let (rows, cols) = weight.shape().dims2()?;
         let blocks_fit = cols % weight.dtype().block_size() == 0;
+        let kind = match weight.dtype() {
+            GgmlDType::Q4K => Some(Repacked::Q4K),
+            GgmlDType::Q4_1 => Some(Repacked::Q4_1),
+            _ => None,
+        };
         // A tensor shared with something else (a tied embedding's table) stays as it is:
         // repacking it would keep two copies.
-        if on_cpu
-            && weight.dtype() == GgmlDType::Q4K
-            && blocks_fit
-            && q4_k_x16::worth_repacking()
-            && Arc::strong_count(&weight) == 1
+        if let Some(kind) =
+            kind.filter(|_| on_cpu && blocks_fit && grouped::worth_repacking() && Arc::strong_count(&weight) == 1)
         {
             let bytes = weight.data()?;
-            let split = rows / q4_k_x16::ROWS * q4_k_x16::ROWS * (cols / q4_k::BLOCK * q4_k::WEIGHT_BYTES);
-            let repacked = q4_k_x16::repack(&bytes[..split], cols);
+            let row_bytes = cols / weight.dtype().block_size() * weight.dtype().type_size();
+            let split = rows / grouped::ROWS * grouped::ROWS * row_bytes;
+            let repacked = match kind {
+                Repacked::Q4K => q4_k_x16::repack(&bytes[..split], cols),
+                Repacked::Q4_1 => q4_1_x16::repack(&bytes[..split], cols),
+            };
             let tail = bytes[split..].to_vec();
-            Ok(QLinear::Q4KGroups { repacked, tail, rows, cols })
+            Ok(QLinear::Grouped { kind, repacked, tail, rows, cols })
         } else if on_cpu && supported(weight.dtype()) && blocks_fit {
             Ok(QLinear::Blocks { weight, rows, cols })
         } else {
@@ -78,7 +93,7 @@ impl QLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (rows, cols) = match self {
             QLinear::Candle(m) => return m.forward(x),
-            QLinear::Blocks { rows, cols, .. } | QLinear::Q4KGroups { rows, cols, .. } => (*rows, *cols),
+            QLinear::Blocks { rows, cols, .. } | QLinear::Grouped { rows, cols, .. } => (*rows, *cols),
         };
         let mut out_dims = x.dims().to_vec();
         let last = out_dims.len() - 1;
@@ -90,8 +105,11 @@ impl QLinear {
         let m = input.len() / cols;
         let mut out = vec![0.0f32; m * rows];
         let weight = match self {
-            QLinear::Q4KGroups { repacked, tail, .. } => {
-                q4_k_x16::matmul_t(repacked, tail, &input, cols, &mut out);
+            QLinear::Grouped { kind, repacked, tail, .. } => {
+                match kind {
+                    Repacked::Q4K => q4_k_x16::matmul_t(repacked, tail, &input, cols, &mut out),
+                    Repacked::Q4_1 => q4_1_x16::matmul_t(repacked, tail, &input, cols, &mut out),
+                }
                 return Tensor::from_vec(out, out_dims, x.device());
             }
             QLinear::Blocks { weight, .. } => weight,
@@ -261,7 +279,9 @@ fn matmul_t<T: GgmlType>(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     });
 }
 
+mod grouped;
 mod q4_1;
+mod q4_1_x16;
 mod q4_k;
 mod q4_k_x16;
 mod q6_k;
@@ -285,13 +305,14 @@ mod tests {
             let q = Arc::new(QTensor::quantize(&w, dtype).unwrap());
             let want = QMatMul::from_arc(q.clone()).unwrap().forward(&x).unwrap();
             let got = QLinear::new(q).unwrap().forward(&x).unwrap();
+            let repackable = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q4_1) && grouped::worth_repacking();
             match QLinear::new(Arc::new(QTensor::quantize(&w, dtype).unwrap())).unwrap() {
-                QLinear::Q4KGroups { tail, .. } => {
-                    assert!(dtype == GgmlDType::Q4K && q4_k_x16::worth_repacking());
+                QLinear::Grouped { tail, .. } => {
+                    assert!(repackable, "{dtype:?} was repacked");
                     // 70 rows: four groups of sixteen and six rows in GGUF blocks.
-                    assert_eq!(tail.len(), 6 * 2 * 144);
+                    assert_eq!(tail.len(), 6 * 512 / dtype.block_size() * dtype.type_size());
                 }
-                QLinear::Blocks { .. } => assert!(dtype != GgmlDType::Q4K || !q4_k_x16::worth_repacking()),
+                QLinear::Blocks { .. } => assert!(!repackable, "{dtype:?} was not repacked"),
                 QLinear::Candle(_) => panic!("{dtype:?} went to Candle's matmul"),
             }
             let diff: f32 =
@@ -377,37 +398,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn q4_k_repacked_kernels_match_the_gguf_dot_for_any_row_count() {
-        let w = Tensor::randn(0f32, 1.0, (32, 512), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+    /// A repacked layout's kernel: `out[t][r]` for a group and activation rows.
+    type GroupKernel<X> = fn(&[u8], &[&[X]], &mut [[f32; 16]]);
+
+    /// Checks a repacked layout's kernels (`best`: AVX-512 where the machine has it, `avx2`,
+    /// `portable`) against the GGUF row's own dot product, for two groups of 32 rows and 21
+    /// activation rows (tiles of eight and four, and rows alone).
+    fn check_repacked<X>(
+        dtype: GgmlDType,
+        group_bytes: usize,
+        repack: fn(&[u8], usize) -> Vec<u8>,
+        quantize: fn(&[f32]) -> Vec<X>,
+        kernels: [GroupKernel<X>; 3],
+        row_dot: fn(&[u8], &[X]) -> f32,
+    ) {
+        let k = 512;
+        let w = Tensor::randn(0f32, 1.0, (32, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
         let bytes = q.data().unwrap();
-        let repacked = q4_k_x16::repack(&bytes, 512);
-        assert_eq!(repacked.len(), 2 * 2 * q4_k_x16::GROUP_BYTES);
-        // 21 activation rows: two tiles of eight and five alone.
-        let x: Vec<f32> = (0..21 * 512).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
-        let xq = q4_k::quantize(&x);
-        let xs: Vec<&[q4_k::Q8K]> = xq.chunks_exact(2).collect();
+        let row_bytes = k / dtype.block_size() * dtype.type_size();
+        let per_group = k / dtype.block_size() * group_bytes;
+        let repacked = repack(&bytes, k);
+        assert_eq!(repacked.len(), 2 * per_group);
+        let x: Vec<f32> = (0..21 * k).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
+        let xq = quantize(&x);
+        let xs: Vec<&[X]> = xq.chunks_exact(xq.len() / 21).collect();
         for g in 0..2 {
-            let group = &repacked[g * 2 * q4_k_x16::GROUP_BYTES..(g + 1) * 2 * q4_k_x16::GROUP_BYTES];
-            let mut portable = vec![[0.0f32; 16]; 21];
-            q4_k_x16::group_dots_portable(group, &xs, &mut portable);
-            // Where the machine has AVX-512 `group_dots` takes that kernel: AVX2 is checked too.
-            let mut best = vec![[0.0f32; 16]; 21];
-            q4_k_x16::group_dots(group, &xs, &mut best);
-            let mut avx2 = vec![[0.0f32; 16]; 21];
-            q4_k_x16::group_dots_avx2_or_portable(group, &xs, &mut avx2);
-            for (i, xrow) in xs.iter().enumerate() {
-                for r in 0..16 {
-                    let row = g * 16 + r;
-                    let want = q4_k::dot_portable(&bytes[row * 2 * 144..(row + 1) * 2 * 144], xrow);
-                    let close = |v: f32| (v - want).abs() <= 1e-4 * want.abs().max(1.0);
-                    assert!(close(portable[i][r]), "row {row}, input {i}: portable {} vs {want}", portable[i][r]);
-                    assert!(close(best[i][r]), "row {row}, input {i}: {} vs {want}", best[i][r]);
-                    assert!(close(avx2[i][r]), "row {row}, input {i}: AVX2 {} vs {want}", avx2[i][r]);
+            let group = &repacked[g * per_group..(g + 1) * per_group];
+            for (name, kernel) in ["best", "AVX2", "portable"].iter().zip(kernels) {
+                let mut got = vec![[0.0f32; 16]; 21];
+                kernel(group, &xs, &mut got);
+                for (i, xrow) in xs.iter().enumerate() {
+                    for (r, v) in got[i].iter().enumerate() {
+                        let row = g * 16 + r;
+                        let want = row_dot(&bytes[row * row_bytes..(row + 1) * row_bytes], xrow);
+                        assert!(
+                            (v - want).abs() <= 1e-4 * want.abs().max(1.0),
+                            "{dtype:?} {name}: row {row}, input {i}: {v} vs {want}"
+                        );
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn repacked_kernels_match_the_gguf_dot_for_any_row_count() {
+        check_repacked(
+            GgmlDType::Q4K,
+            q4_k_x16::GROUP_BYTES,
+            q4_k_x16::repack,
+            q4_k::quantize,
+            [q4_k_x16::group_dots, q4_k_x16::group_dots_avx2_or_portable, q4_k_x16::group_dots_portable],
+            q4_k::dot_portable,
+        );
+        check_repacked(
+            GgmlDType::Q4_1,
+            q4_1_x16::GROUP_BYTES,
+            q4_1_x16::repack,
+            q4_1::quantize,
+            [q4_1_x16::group_dots, q4_1_x16::group_dots_avx2_or_portable, q4_1_x16::group_dots_portable],
+            q4_1::dot_portable,
+        );
     }
 
     #[test]

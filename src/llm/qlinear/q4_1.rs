@@ -4,7 +4,7 @@
 //! SmolLM2 (a Q4_1 model) at a sixth of llama.cpp's speed.
 
 pub const BLOCK: usize = 32;
-const WEIGHT_BYTES: usize = 20;
+pub(super) const WEIGHT_BYTES: usize = 20;
 
 /// One block of quantized activations.
 #[derive(Clone, Copy)]
@@ -15,18 +15,22 @@ pub struct Q8 {
     pub qs: [i8; BLOCK],
 }
 
+/// Quantizes as llama.cpp's x86 `quantize_row_q8_1` does, so that products agree with its
+/// own up to the order of float sums: the multiplier is 127 / max, values round half to even,
+/// and `d` and `s` are stored as f16 (ggml's block keeps them so), here already widened back.
 pub fn quantize(x: &[f32]) -> Vec<Q8> {
+    let f16 = |v: f32| half::f16::from_f32(v).to_f32();
     x.chunks_exact(BLOCK)
         .map(|b| {
             let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut qs = [0i8; BLOCK];
             for (q, v) in qs.iter_mut().zip(b) {
-                *q = (v * id).round() as i8;
+                *q = (v * id).round_ties_even() as i8;
             }
             let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-            Q8 { d, s: d * sum as f32, qs }
+            Q8 { d: f16(d), s: f16(d * sum as f32), qs }
         })
         .collect()
 }

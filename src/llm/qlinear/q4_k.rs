@@ -23,8 +23,8 @@ pub struct Q8K {
     pub bsums: [i16; BLOCK / 16],
 }
 
-/// Quantizes like ggml's `quantize_row_q8_K` (the value of largest magnitude maps to -127), so
-/// results agree with Candle's and llama.cpp's Q4_K products.
+/// Quantizes like ggml's `quantize_row_q8_K` (the value of largest magnitude maps to -127,
+/// values round half to even), so results agree with llama.cpp's K-quant products.
 pub fn quantize(x: &[f32]) -> Vec<Q8K> {
     x.chunks_exact(BLOCK)
         .map(|b| {
@@ -35,7 +35,7 @@ pub fn quantize(x: &[f32]) -> Vec<Q8K> {
             }
             let iscale = -127.0 / max;
             for (o, v) in q.qs.iter_mut().zip(b) {
-                *o = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+                *o = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
             }
             for (s, group) in q.bsums.iter_mut().zip(q.qs.chunks_exact(16)) {
                 *s = group.iter().map(|&v| v as i16).sum();

@@ -21,10 +21,11 @@
 //!   sub-block `j` holds value `32j + 8t + i` of that row in its low nibble and value
 //!   `32j + 8t + 4 + i` in its high nibble.
 
+#[cfg(target_arch = "x86_64")]
+use super::grouped::in_tiles;
+use super::grouped::ROWS;
 use super::q4_k::{self, BLOCK, Q8K};
 
-/// Rows per interleaved group.
-pub const ROWS: usize = 16;
 const D: usize = 0;
 const DMIN: usize = 32;
 const SCALES: usize = 64;
@@ -259,7 +260,7 @@ pub fn group_dots(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
         // most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from
         // 32j + at <= 252, and the pairs of its 16 sums), and every activation row has as many
         // blocks as the group (the caller's shapes).
-        return in_tiles::<TILE_AVX512>(
+        return in_tiles::<_, TILE_AVX512>(
             xs,
             out,
             |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
@@ -274,7 +275,7 @@ pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32;
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma_f16c() {
         // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte step.
-        return in_tiles::<TILE_AVX2>(
+        return in_tiles::<_, TILE_AVX2>(
             xs,
             out,
             |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
@@ -284,68 +285,19 @@ pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32;
     group_dots_portable(group, xs, out)
 }
 
-/// Activation rows `T` at a time through `tile`, the rest one at a time through `one`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn in_tiles<const T: usize>(
-    xs: &[&[Q8K]],
-    out: &mut [[f32; ROWS]],
-    tile: impl Fn([&[Q8K]; T]) -> [[f32; ROWS]; T],
-    one: impl Fn(&[Q8K]) -> [f32; ROWS],
-) {
-    let mut groups = xs.chunks_exact(T);
-    let mut outs = out.chunks_exact_mut(T);
-    for (g, o) in (&mut groups).zip(&mut outs) {
-        o.copy_from_slice(&tile(g.try_into().expect("T rows")));
-    }
-    for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
-        *o = one(x);
-    }
-}
-
-/// Whether this CPU has a kernel for the layout; elsewhere the weights stay in GGUF blocks.
-pub fn worth_repacking() -> bool {
-    super::has_avx2_fma_f16c()
-}
-
 /// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
 /// GGUF blocks.
 pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = q4_k::quantize(x);
     let xs: Vec<&[Q8K]> = xq.chunks_exact(k / BLOCK).collect();
-    let m = xs.len();
     let group_bytes = k / BLOCK * GROUP_BYTES;
-    let grouped = repacked.len() / group_bytes * ROWS;
     let row_bytes = k / BLOCK * q4_k::WEIGHT_BYTES;
-    let n = grouped + tail.len() / row_bytes;
-    super::by_weight_chunks(n, m, out, |start, end, res| {
-        let width = end - start;
-        // Generation (one row) is the common case and allocates nothing.
-        let (mut tile_one, mut column_one) = ([[0.0f32; ROWS]; 1], [0.0f32; 1]);
-        let (mut tile_many, mut column_many);
-        let (tile, column): (&mut [[f32; ROWS]], &mut [f32]) = if m == 1 {
-            (&mut tile_one, &mut column_one)
-        } else {
-            tile_many = vec![[0.0f32; ROWS]; m];
-            column_many = vec![0.0f32; m];
-            (&mut tile_many, &mut column_many)
-        };
-        let mut r = start;
-        while r < end {
-            if r < grouped && r + ROWS <= end {
-                let g = r / ROWS;
-                group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, tile);
-                for (i, o) in tile.iter().enumerate() {
-                    res[i * width + r - start..i * width + r - start + ROWS].copy_from_slice(o);
-                }
-                r += ROWS;
-            } else {
-                let t = r - grouped;
-                q4_k::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, column);
-                for (i, v) in column.iter().enumerate() {
-                    res[i * width + r - start] = *v;
-                }
-                r += 1;
-            }
-        }
-    });
+    super::grouped::by_row_groups(
+        &xs,
+        repacked.len() / group_bytes,
+        tail.len() / row_bytes,
+        out,
+        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
+        |t, out| q4_k::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, out),
+    );
 }

@@ -1,0 +1,218 @@
+//! Q4_1 weights repacked sixteen rows at a time, for a register-tiled matrix product.
+//!
+//! The same scheme as [`super::q4_k_x16`] for SmolLM2's type: sixteen rows interleaved four
+//! values at a time, an activation's four bytes broadcast against them, and each lane one
+//! output, so that a 32-value block costs one float step per sixteen outputs instead of a
+//! horizontal sum per output. After ggml's interleaved (`_x8`) layouts; the layout and kernels
+//! are wick's own. The repacked tensor is the size of the GGUF one and replaces it.
+//!
+//! Layout, per group of sixteen rows and per 32-value block (`GROUP_BYTES`): `d[16]`, then
+//! `m[16]` (f16, one per row), then quants `[4 steps][16 rows][4 bytes]`: byte `i` of row `r`
+//! at step `t` holds value `8t + i` of that row's block in its low nibble and `8t + 4 + i`
+//! in its high nibble.
+
+#[cfg(target_arch = "x86_64")]
+use super::grouped::in_tiles;
+use super::grouped::ROWS;
+use super::q4_1::{self, BLOCK, Q8};
+
+const D: usize = 0;
+const M: usize = 2 * ROWS;
+const QS: usize = 4 * ROWS;
+/// Bytes of one group's block.
+pub const GROUP_BYTES: usize = QS + ROWS * BLOCK / 2;
+
+/// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_1 blocks; the caller
+/// keeps the remaining rows as they are.
+pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+    let blocks = k / BLOCK;
+    let row_bytes = blocks * q4_1::WEIGHT_BYTES;
+    let groups = bytes.len() / row_bytes / ROWS;
+    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
+    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
+        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
+            for r in 0..ROWS {
+                let start = (g * ROWS + r) * row_bytes + b * q4_1::WEIGHT_BYTES;
+                let src = &bytes[start..start + q4_1::WEIGHT_BYTES];
+                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+                dst[M + 2 * r..M + 2 * r + 2].copy_from_slice(&src[2..4]);
+                // GGUF's nibbles: byte j holds value j (low) and j + 16 (high).
+                let value = |v: usize| if v < 16 { src[4 + v] & 0x0f } else { src[4 + v - 16] >> 4 };
+                for t in 0..4 {
+                    for i in 0..4 {
+                        let v = 8 * t + i;
+                        dst[QS + 64 * t + 4 * r + i] = value(v) | (value(v + 4) << 4);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn f16_at(p: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32()
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
+/// reference the SIMD kernels are tested against.
+pub fn group_dots_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
+    for (x, o) in xs.iter().zip(out) {
+        *o = [0.0; ROWS];
+        for (gb, xb) in group.chunks_exact(GROUP_BYTES).zip(x.iter()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let mut dot = 0i32;
+                for t in 0..4 {
+                    for i in 0..4 {
+                        let byte = gb[QS + 64 * t + 4 * r + i];
+                        let v = 8 * t + i;
+                        dot += (byte & 0x0f) as i32 * xb.qs[v] as i32 + (byte >> 4) as i32 * xb.qs[v + 4] as i32;
+                    }
+                }
+                *o += f16_at(gb, D + 2 * r) * xb.d * dot as f32 + f16_at(gb, M + 2 * r) * xb.s;
+            }
+        }
+    }
+}
+
+/// One group against `R` activation rows on 512-bit registers: a block's 256 weight bytes
+/// are unpacked into eight registers once, and each activation row sums its eight products in
+/// 16-bit lanes (at most 8 * 2 * 15 * 128 = 30720).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_epi8(0x0f);
+    let ones = _mm512_set1_epi16(1);
+    let bcast = |p: *const i8| _mm512_set1_epi32((p as *const i32).read_unaligned());
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let p = gb.as_ptr();
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D) as *const __m256i));
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(M) as *const __m256i));
+        let mut w = [_mm512_setzero_si512(); 8];
+        for t in 0..4 {
+            let packed = _mm512_loadu_si512(p.add(QS + 64 * t) as *const __m512i);
+            w[2 * t] = _mm512_and_si512(packed, low);
+            w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+        }
+        for r in 0..R {
+            let xb = &xs[r][b];
+            let x = xb.qs.as_ptr();
+            let mut dot = _mm512_maddubs_epi16(w[0], bcast(x));
+            for (s, ws) in w.iter().enumerate().skip(1) {
+                // Register s holds values 8(s/2)..+4 for even s, the next four for odd s.
+                let at = 8 * (s / 2) + 4 * (s % 2);
+                dot = _mm512_add_epi16(dot, _mm512_maddubs_epi16(*ws, bcast(x.add(at))));
+            }
+            let dot = _mm512_cvtepi32_ps(_mm512_madd_epi16(dot, ones));
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb.d)), dot, acc[r]);
+            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), acc[r]);
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+    out
+}
+
+/// [`group_avx512`] on 256-bit registers, a half of eight rows (32 bytes of each 64-byte
+/// step) after the other.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let bcast = |p: *const i8| _mm256_set1_epi32((p as *const i32).read_unaligned());
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let p = gb.as_ptr();
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p.add(D + 16 * h) as *const __m128i));
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(p.add(M + 16 * h) as *const __m128i));
+            let mut w = [_mm256_setzero_si256(); 8];
+            for t in 0..4 {
+                let packed = _mm256_loadu_si256(p.add(QS + 64 * t + 32 * h) as *const __m256i);
+                w[2 * t] = _mm256_and_si256(packed, low);
+                w[2 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+            }
+            for r in 0..R {
+                let xb = &xs[r][b];
+                let x = xb.qs.as_ptr();
+                let mut dot = _mm256_maddubs_epi16(w[0], bcast(x));
+                for (s, ws) in w.iter().enumerate().skip(1) {
+                    let at = 8 * (s / 2) + 4 * (s % 2);
+                    dot = _mm256_add_epi16(dot, _mm256_maddubs_epi16(*ws, bcast(x.add(at))));
+                }
+                let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, ones));
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb.d)), dot, acc[r]);
+                acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(xb.s), acc[r]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[0][r]);
+        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), acc[1][r]);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Activation rows per call of the AVX-512 kernel (eight weight registers, one sum per row).
+const TILE_AVX512: usize = 8;
+#[cfg(target_arch = "x86_64")]
+/// The same for AVX2.
+const TILE_AVX2: usize = 4;
+
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`.
+pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512bw() {
+        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES block (64 bytes
+        // from QS + 64t, 32 from D and M) and an activation block (four bytes from at <= 28),
+        // and every activation row has as many blocks as the group (the caller's shapes).
+        return in_tiles::<_, TILE_AVX512>(
+            xs,
+            out,
+            |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
+            |x| unsafe { group_avx512::<1>(group, [x])[0] },
+        );
+    }
+    group_dots_avx2_or_portable(group, xs, out)
+}
+
+/// [`group_dots`] without AVX-512 (also what the tests check the AVX-512 kernel against).
+pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte
+        // step and 16 bytes at 16h from D and M.
+        return in_tiles::<_, TILE_AVX2>(
+            xs,
+            out,
+            |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
+            |x| unsafe { group_avx2::<1>(group, [x])[0] },
+        );
+    }
+    group_dots_portable(group, xs, out)
+}
+
+/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
+/// GGUF blocks.
+pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+    let xq = q4_1::quantize(x);
+    let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
+    let group_bytes = k / BLOCK * GROUP_BYTES;
+    let row_bytes = k / BLOCK * q4_1::WEIGHT_BYTES;
+    super::grouped::by_row_groups(
+        &xs,
+        repacked.len() / group_bytes,
+        tail.len() / row_bytes,
+        out,
+        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
+        |t, out| q4_1::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, out),
+    );
+}
