@@ -151,6 +151,10 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
         for j in 0..8 {
             let mut w = [_mm512_setzero_si512(); 8];
             for t in 0..4 {
+                if R == 1 {
+                    // Generation reads each weight once: ask for the super-block after next early.
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(2 * GROUP_BYTES + QS + 256 * j + 64 * t) as *const i8);
+                }
                 let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
                 w[2 * t] = _mm512_and_si512(packed, low);
                 w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
