@@ -20,19 +20,17 @@ pub struct Q8 {
 /// and `d` and `s` are stored as f16 (ggml's block keeps them so), here already widened back.
 pub fn quantize(x: &[f32]) -> Vec<Q8> {
     let f16 = |v: f32| half::f16::from_f32(v).to_f32();
-    x.chunks_exact(BLOCK)
-        .map(|b| {
-            let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            let mut qs = [0i8; BLOCK];
-            for (q, v) in qs.iter_mut().zip(b) {
-                *q = (v * id).round_ties_even() as i8;
-            }
-            let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-            Q8 { d: f16(d), s: f16(d * sum as f32), qs }
-        })
-        .collect()
+    super::per_block(x, BLOCK, |b| {
+        let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut qs = [0i8; BLOCK];
+        for (q, v) in qs.iter_mut().zip(b) {
+            *q = super::q4_k::nearest(v * id) as i8;
+        }
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        Q8 { d: f16(d), s: f16(d * sum as f32), qs }
+    })
 }
 
 fn header(w: &[u8]) -> (f32, f32) {
