@@ -82,8 +82,17 @@ impl RmsNorm {
     }
 }
 
-/// The token embedding kept quantized. Lookups dequantize only the requested rows; when the
-/// model ties its output projection to the embedding the same quantized tensor serves both.
+/// The token embedding kept quantized. Lookups dequantize only the requested rows.
+enum Embedding {
+    /// A table of its own (also the output projection's, through a shared reference, where
+    /// that layer cannot read rows back or runs on a GPU).
+    Table(QuantizedEmbedding),
+    /// Tied to the output projection on the CPU, which owns the table in its repacked layout
+    /// and reads rows back from it: one copy of the vocabulary, and the output product gets
+    /// the tiled kernels.
+    Output,
+}
+
 struct QuantizedEmbedding {
     table: Arc<QTensor>,
     /// Host bytes of the table when it lives on a GPU, so lookups never copy it back.
@@ -133,7 +142,7 @@ struct Layer {
 
 pub struct Llama {
     pub config: LlamaConfig,
-    embed: QuantizedEmbedding,
+    embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: QLinear,
@@ -168,13 +177,19 @@ impl Llama {
         };
 
         let table = Arc::new(tensor("token_embd.weight")?);
-        let host = if device.is_cpu() { None } else { Some(table.data().map_err(LoadError::Candle)?.into_owned()) };
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            qmm(tensor("output.weight")?)?
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        let fits = config.n_embd % table.dtype().block_size() == 0;
+        let (output, embed) = if tied && fits && device.is_cpu() && QLinear::serves_lookups(table.dtype()) {
+            (QLinear::new(table).map_err(LoadError::Candle)?, Embedding::Output)
         } else {
-            QLinear::new(table.clone()).map_err(LoadError::Candle)?
+            let host = if device.is_cpu() { None } else { Some(table.data().map_err(LoadError::Candle)?.into_owned()) };
+            let output = if tied {
+                QLinear::new(table.clone()).map_err(LoadError::Candle)?
+            } else {
+                qmm(tensor("output.weight")?)?
+            };
+            (output, Embedding::Table(QuantizedEmbedding { table, host, n_embd: config.n_embd }))
         };
-        let embed = QuantizedEmbedding { table, host, n_embd: config.n_embd };
         // A rope_freqs tensor holds the divisors directly; otherwise metadata may describe them.
         let divisors = if content.tensor_infos.contains_key("rope_freqs.weight") {
             Some(
@@ -249,7 +264,13 @@ impl Llama {
         let cos = self.cos.narrow(0, offset, n)?;
         let sin = self.sin.narrow(0, offset, n)?;
         let mask = (n > 1).then(|| causal_mask(n, offset, &self.device, DType::F32)).transpose()?;
-        let mut x = self.embed.lookup(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = match &self.embed {
+            Embedding::Table(table) => table.lookup(tokens, &self.device)?,
+            Embedding::Output => {
+                Tensor::from_vec(self.output.dequantize_rows(tokens)?, (n, self.config.n_embd), &self.device)?
+            }
+        }
+        .unsqueeze(0)?;
         let kv_dtype = self.kv_dtype;
         for layer in &mut self.layers {
             let h = layer.attn_norm.forward(&x)?;

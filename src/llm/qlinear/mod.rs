@@ -52,6 +52,7 @@ pub enum Repacked {
     Q4K,
     Q6K,
     Q4_1,
+    Q8_0,
 }
 
 fn supported(dtype: GgmlDType) -> bool {
@@ -68,6 +69,7 @@ impl QLinear {
             GgmlDType::Q4K => Some(Repacked::Q4K),
             GgmlDType::Q6K => Some(Repacked::Q6K),
             GgmlDType::Q4_1 => Some(Repacked::Q4_1),
+            GgmlDType::Q8_0 => Some(Repacked::Q8_0),
             _ => None,
         };
         // A tensor shared with something else (a tied embedding's table) stays as it is:
@@ -82,6 +84,7 @@ impl QLinear {
                 Repacked::Q4K => q4_k_x16::repack(&bytes[..split], cols),
                 Repacked::Q6K => q6_k_x16::repack(&bytes[..split], cols),
                 Repacked::Q4_1 => q4_1_x16::repack(&bytes[..split], cols),
+                Repacked::Q8_0 => q8_0_x16::repack(&bytes[..split], cols),
             };
             let tail = bytes[split..].to_vec();
             Ok(QLinear::Grouped { kind, repacked, tail, rows, cols })
@@ -90,6 +93,60 @@ impl QLinear {
         } else {
             Ok(QLinear::Candle(QMatMul::from_arc(weight)?))
         }
+    }
+
+    /// Whether a tied embedding can look its rows up here ([`Self::dequantize_rows`]) once
+    /// this layer owns the table: the types whose repacked rows can be read back.
+    pub fn serves_lookups(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q6K | GgmlDType::Q8_0)
+    }
+
+    /// Rows `ids` of the weight as f32 (`[ids.len()][cols]`), for an embedding tied to this
+    /// layer: the table is kept once, in this layer's layout. `Err` for an id out of range,
+    /// and for a layer that keeps no rows of its own (Candle's, on a GPU).
+    pub fn dequantize_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (rows, cols) = match self {
+            QLinear::Blocks { rows, cols, .. } | QLinear::Grouped { rows, cols, .. } => (*rows, *cols),
+            QLinear::Candle(_) => candle_core::bail!("this layer's rows are not kept on the CPU"),
+        };
+        let mut out = vec![0.0f32; ids.len() * cols];
+        for (&id, o) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+            let id = id as usize;
+            if id >= rows {
+                candle_core::bail!("token id {id} is outside the vocabulary of {rows}");
+            }
+            match self {
+                QLinear::Grouped { kind, repacked, tail, .. } => {
+                    let group_bytes = match kind {
+                        Repacked::Q6K => cols / q4_k::BLOCK * q6_k_x16::GROUP_BYTES,
+                        Repacked::Q8_0 => cols / q4_1::BLOCK * q8_0_x16::GROUP_BYTES,
+                        other => candle_core::bail!("{other:?} rows are not read back"),
+                    };
+                    let grouped = repacked.len() / group_bytes * grouped::ROWS;
+                    if id < grouped {
+                        let (g, r) = (id / grouped::ROWS, id % grouped::ROWS);
+                        let group = &repacked[g * group_bytes..(g + 1) * group_bytes];
+                        match kind {
+                            Repacked::Q6K => q6_k_x16::dequantize_row(group, r, o),
+                            _ => q8_0_x16::dequantize_row(group, r, o),
+                        }
+                    } else {
+                        let dtype = if *kind == Repacked::Q6K { GgmlDType::Q6K } else { GgmlDType::Q8_0 };
+                        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+                        let t = id - grouped;
+                        o.copy_from_slice(&gguf_rows_as_f32(dtype, &tail[t * row_bytes..(t + 1) * row_bytes], cols)?);
+                    }
+                }
+                QLinear::Blocks { weight, .. } => {
+                    let dtype = weight.dtype();
+                    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+                    let data = weight.data()?;
+                    o.copy_from_slice(&gguf_rows_as_f32(dtype, &data[id * row_bytes..(id + 1) * row_bytes], cols)?);
+                }
+                QLinear::Candle(_) => unreachable!("refused above"),
+            }
+        }
+        Ok(out)
     }
 
     /// `x · Wᵀ` over the last dimension of `x` (f32).
@@ -113,6 +170,7 @@ impl QLinear {
                     Repacked::Q4K => q4_k_x16::matmul_t(repacked, tail, &input, cols, &mut out),
                     Repacked::Q6K => q6_k_x16::matmul_t(repacked, tail, &input, cols, &mut out),
                     Repacked::Q4_1 => q4_1_x16::matmul_t(repacked, tail, &input, cols, &mut out),
+                    Repacked::Q8_0 => q8_0_x16::matmul_t(repacked, tail, &input, cols, &mut out),
                 }
                 return Tensor::from_vec(out, out_dims, x.device());
             }
@@ -144,6 +202,18 @@ impl QLinear {
         }
         Tensor::from_vec(out, out_dims, x.device())
     }
+}
+
+/// GGUF rows of `dtype` as f32, through Candle's dequantization.
+fn gguf_rows_as_f32(dtype: GgmlDType, bytes: &[u8], cols: usize) -> Result<Vec<f32>> {
+    let rows = bytes.len() / (cols / dtype.block_size() * dtype.type_size());
+    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        bytes,
+        vec![rows, cols],
+        &candle_core::Device::Cpu,
+    )?;
+    q.dequantize(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1()
 }
 
 /// Runs `compute(start, end, res)` for chunks of weight rows in parallel (`res` is
@@ -303,6 +373,7 @@ mod q4_k;
 mod q4_k_x16;
 mod q6_k;
 mod q6_k_x16;
+mod q8_0_x16;
 
 #[cfg(test)]
 mod tests {
@@ -323,8 +394,8 @@ mod tests {
             let q = Arc::new(QTensor::quantize(&w, dtype).unwrap());
             let want = QMatMul::from_arc(q.clone()).unwrap().forward(&x).unwrap();
             let got = QLinear::new(q).unwrap().forward(&x).unwrap();
-            let repackable =
-                matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q4_1) && grouped::worth_repacking();
+            let repackable = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q4_1 | GgmlDType::Q8_0)
+                && grouped::worth_repacking();
             match QLinear::new(Arc::new(QTensor::quantize(&w, dtype).unwrap())).unwrap() {
                 QLinear::Grouped { tail, .. } => {
                     assert!(repackable, "{dtype:?} was repacked");
@@ -337,10 +408,10 @@ mod tests {
             let diff: f32 =
                 (got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
             let scale: f32 = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-            // wick quantizes Q4_1's activations as llama.cpp's x86 code does (multiplier
-            // 127 / max, ties to even, the sum's f16 taken from the unrounded scale) and Candle
-            // as ggml's reference code: the two differ by up to 1.3e-3 of the scale here.
-            let tolerance = if dtype == GgmlDType::Q4_1 { 5e-3 } else { 1e-3 };
+            // wick quantizes Q4_1's and Q8_0's activations as llama.cpp's x86 code does
+            // (multiplier 127 / max, ties to even, the sum's f16 taken from the unrounded scale)
+            // and Candle as ggml's reference code: they differ by up to 1.3e-3 of the scale here.
+            let tolerance = if matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0) { 5e-3 } else { 1e-3 };
             assert!(diff <= tolerance * scale, "{dtype:?}: differs by {diff} (scale {scale})");
         }
     }
@@ -484,6 +555,14 @@ mod tests {
             q6_k::dot_portable,
         );
         check_repacked(
+            GgmlDType::Q8_0,
+            q8_0_x16::GROUP_BYTES,
+            q8_0_x16::repack,
+            q4_1::quantize,
+            [q8_0_x16::group_dots, q8_0_x16::group_dots, q8_0_x16::group_dots_portable],
+            q8_0_x16::row_dot,
+        );
+        check_repacked(
             GgmlDType::Q4_1,
             q4_1_x16::GROUP_BYTES,
             q4_1_x16::repack,
@@ -506,6 +585,27 @@ mod tests {
     fn nearest_rounds_half_to_even_like_the_library() {
         for v in [-128.5f32, -127.5, -2.5, -1.5, -0.5, -0.49, 0.0, 0.5, 1.5, 2.5, 3.7, 126.5, 127.5] {
             assert_eq!(q4_k::nearest(v), v.round_ties_even() as i32, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_tied_table_reads_back_its_rows_exactly_as_candle_dequantizes_them() {
+        // 37 rows: two groups of sixteen and five rows in GGUF blocks.
+        let w = Tensor::randn(0f32, 1.0, (37, 512), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q6K, GgmlDType::Q8_0] {
+            assert!(QLinear::serves_lookups(dtype));
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let want = q.dequantize(&Device::Cpu).unwrap();
+            let layer = QLinear::new(Arc::new(q)).unwrap();
+            assert!(matches!(layer, QLinear::Grouped { .. }) == grouped::worth_repacking());
+            let ids = [0u32, 15, 16, 31, 32, 36, 7];
+            let got = layer.dequantize_rows(&ids).unwrap();
+            for (i, &id) in ids.iter().enumerate() {
+                let row: Vec<f32> = want.get(id as usize).unwrap().to_vec1().unwrap();
+                assert_eq!(&got[i * 512..(i + 1) * 512], &row[..], "{dtype:?} row {id}");
+            }
+            let err = layer.dequantize_rows(&[37]).unwrap_err().to_string();
+            assert!(err.contains("token id 37 is outside the vocabulary of 37"), "{err}");
         }
     }
 }

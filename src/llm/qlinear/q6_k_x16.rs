@@ -81,6 +81,18 @@ fn value_at(gb: &[u8], sg: usize, s: usize, r: usize, i: usize) -> i32 {
     (low | (high << 4)) as i32
 }
 
+/// Row `r` of a group (`k / 256` super-blocks in `group`) as floats, as Candle dequantizes
+/// Q6_K: for a tied embedding, whose table is this tensor.
+pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
+    for (gb, o) in group.chunks_exact(GROUP_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+        let d = half::f16::from_le_bytes([gb[D + 2 * r], gb[D + 2 * r + 1]]).to_f32();
+        for (v, o) in o.iter_mut().enumerate() {
+            let (sg, s, i) = (v / 16, v % 16 / 4, v % 4);
+            *o = d * gb[SCALES + ROWS * sg + r] as i8 as f32 * (value_at(gb, sg, s, r, i) - 32) as f32;
+        }
+    }
+}
+
 /// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
 /// reference the SIMD kernels are tested against.
 pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {

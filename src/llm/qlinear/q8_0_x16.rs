@@ -1,0 +1,173 @@
+//! Q8_0 weights repacked sixteen rows at a time, for a register-tiled matrix product.
+//!
+//! SmolLM2's output projection (tied to its embedding) is Q8_0, and was a fifth of its
+//! generation through Candle's one-row product. The scheme of [`super::q4_k_x16`]: sixteen
+//! rows interleaved four values at a time, activations broadcast. Both sides are signed here,
+//! so each product goes through `maddubs` as |w| times x with w's sign (ggml's trick for
+//! Q8_0); AVX-512BW has no 512-bit byte sign instruction, so the kernel is AVX2's on both. The
+//! activations are Q4_1's (ggml's x86 Q8_1 quantization, whose `d` and values are Q8_0's).
+//! The repacked tensor is the size of the GGUF one and replaces it.
+//!
+//! Layout, per group of sixteen rows and per 32-value block (`GROUP_BYTES`): `d[16]` (f16,
+//! one per row), then quants `[8 steps][16 rows][4 bytes]`: byte `i` of row `r` at step `t`
+//! is value `4t + i` of that row's block.
+
+#[cfg(target_arch = "x86_64")]
+use super::grouped::in_tiles;
+use super::grouped::ROWS;
+use super::q4_1::{BLOCK, Q8};
+
+/// Bytes of a GGUF Q8_0 block.
+pub const WEIGHT_BYTES: usize = 34;
+const D: usize = 0;
+const QS: usize = 2 * ROWS;
+/// Bytes of one group's block.
+pub const GROUP_BYTES: usize = QS + ROWS * BLOCK;
+
+/// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q8_0 blocks; the caller
+/// keeps the remaining rows as they are.
+pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+    let blocks = k / BLOCK;
+    let row_bytes = blocks * WEIGHT_BYTES;
+    let groups = bytes.len() / row_bytes / ROWS;
+    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
+    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
+        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
+            for r in 0..ROWS {
+                let start = (g * ROWS + r) * row_bytes + b * WEIGHT_BYTES;
+                let src = &bytes[start..start + WEIGHT_BYTES];
+                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+                for t in 0..8 {
+                    dst[QS + 64 * t + 4 * r..QS + 64 * t + 4 * r + 4].copy_from_slice(&src[2 + 4 * t..6 + 4 * t]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn d_at(gb: &[u8], r: usize) -> f32 {
+    half::f16::from_le_bytes([gb[D + 2 * r], gb[D + 2 * r + 1]]).to_f32()
+}
+
+/// Row `r` of a group (`k / 32` blocks in `group`) as floats, as Candle dequantizes Q8_0.
+pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
+    for (gb, o) in group.chunks_exact(GROUP_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+        let d = d_at(gb, r);
+        for (v, o) in o.iter_mut().enumerate() {
+            *o = gb[QS + 64 * (v / 4) + 4 * r + v % 4] as i8 as f32 * d;
+        }
+    }
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
+/// reference the SIMD kernel is tested against.
+pub fn group_dots_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
+    for (x, o) in xs.iter().zip(out) {
+        *o = [0.0; ROWS];
+        for (gb, xb) in group.chunks_exact(GROUP_BYTES).zip(x.iter()) {
+            for (r, o) in o.iter_mut().enumerate() {
+                let dot: i32 =
+                    (0..BLOCK).map(|v| gb[QS + 64 * (v / 4) + 4 * r + v % 4] as i8 as i32 * xb.qs[v] as i32).sum();
+                *o += d_at(gb, r) * xb.d * dot as f32;
+            }
+        }
+    }
+}
+
+/// One group against `R` activation rows, a half of eight rows per 256-bit register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let bcast = |p: *const i8| _mm256_set1_epi32((p as *const i32).read_unaligned());
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let p = gb.as_ptr();
+        if R == 1 {
+            // Generation reads each weight once: ask for the block after next early.
+            for line in 0..9 {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(2 * GROUP_BYTES + 64 * line) as *const i8);
+            }
+        }
+        let mut sums = [[_mm256_setzero_si256(); R]; 2];
+        for t in 0..8 {
+            for (h, sums) in sums.iter_mut().enumerate() {
+                let w = _mm256_loadu_si256(p.add(QS + 64 * t + 32 * h) as *const __m256i);
+                let magnitude = _mm256_sign_epi8(w, w);
+                for r in 0..R {
+                    let x = bcast(xs[r][b].qs.as_ptr().add(4 * t));
+                    // |w| * (x with w's sign): pairs fit i16 (at most 2 * 128 * 127).
+                    let products = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x, w));
+                    sums[r] = _mm256_add_epi32(sums[r], _mm256_madd_epi16(products, ones));
+                }
+            }
+        }
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p.add(D + 16 * h) as *const __m128i));
+            for r in 0..R {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(xs[r][b].d));
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[h][r]), acc[r]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[0][r]);
+        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), acc[1][r]);
+    }
+    out
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`.
+pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES block (32 bytes
+        // from QS + 64t + 32h, 16 from D + 16h) and an activation block (four bytes from
+        // 4t <= 28), and every activation row has as many blocks as the group (the caller's
+        // shapes). Prefetches may point past the group; they do not fault.
+        return in_tiles::<_, 4>(
+            xs,
+            out,
+            |g| unsafe { group_avx2::<4>(group, g) },
+            |x| unsafe { group_avx2::<1>(group, [x])[0] },
+        );
+    }
+    group_dots_portable(group, xs, out)
+}
+
+/// The dot product of one GGUF Q8_0 row with activations: for the at most fifteen rows past
+/// the last group, so plain code.
+pub fn row_dot(w: &[u8], x: &[Q8]) -> f32 {
+    w.chunks_exact(WEIGHT_BYTES)
+        .zip(x)
+        .map(|(wb, xb)| {
+            let d = half::f16::from_le_bytes([wb[0], wb[1]]).to_f32();
+            let dot: i32 = wb[2..].iter().zip(&xb.qs).map(|(&w, &x)| w as i8 as i32 * x as i32).sum();
+            d * xb.d * dot as f32
+        })
+        .sum()
+}
+
+/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
+/// GGUF blocks.
+pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+    let xq = super::q4_1::quantize(x);
+    let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
+    let group_bytes = k / BLOCK * GROUP_BYTES;
+    let row_bytes = k / BLOCK * WEIGHT_BYTES;
+    super::grouped::by_row_groups(
+        &xs,
+        repacked.len() / group_bytes,
+        tail.len() / row_bytes,
+        out,
+        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
+        |t, out| {
+            for (o, x) in out.iter_mut().zip(&xs) {
+                *o = row_dot(&tail[t * row_bytes..(t + 1) * row_bytes], x);
+            }
+        },
+    );
+}
