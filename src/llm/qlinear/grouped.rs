@@ -58,20 +58,118 @@ pub fn by_row_groups<X: Sync>(
     });
 }
 
-/// Activation rows `T` at a time through `tile`, the rest one at a time through `one`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn in_tiles<X, const T: usize>(
+/// The sizes of a repacked type: values per block, bytes of a GGUF block, bytes of a group's
+/// block (sixteen rows of it, interleaved).
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    pub block: usize,
+    pub gguf: usize,
+    pub group: usize,
+}
+
+impl Sizes {
+    /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF blocks in `bytes`:
+    /// `fill(src, dst, r)` writes row `r`'s GGUF block `src` into its group's block `dst`.
+    /// The caller keeps the remaining rows as they are.
+    pub fn repack(self, bytes: &[u8], k: usize, fill: impl Fn(&[u8], &mut [u8], usize)) -> Vec<u8> {
+        let blocks = k / self.block;
+        let row_bytes = blocks * self.gguf;
+        let groups = bytes.len() / row_bytes / ROWS;
+        let mut out = vec![0u8; groups * blocks * self.group];
+        for (g, group) in out.chunks_exact_mut(blocks * self.group).enumerate() {
+            for (b, dst) in group.chunks_exact_mut(self.group).enumerate() {
+                for r in 0..ROWS {
+                    let start = (g * ROWS + r) * row_bytes + b * self.gguf;
+                    fill(&bytes[start..start + self.gguf], dst, r);
+                }
+            }
+        }
+        out
+    }
+
+    /// `out[i][j] = dot(xs[i], w[j])` for weights `(repacked, tail)`: groups of sixteen rows of
+    /// `k` values, then rows in GGUF blocks. `group_dots(group, xs, o)` and
+    /// `tail_dots(row, xs, o)` are the type's kernels.
+    pub fn matmul<X: Sync>(
+        self,
+        (repacked, tail): (&[u8], &[u8]),
+        xs: &[&[X]],
+        k: usize,
+        out: &mut [f32],
+        group_dots: impl Fn(&[u8], &[&[X]], &mut [[f32; ROWS]]) + Sync,
+        tail_dots: impl Fn(&[u8], &[&[X]], &mut [f32]) + Sync,
+    ) {
+        let group_bytes = k / self.block * self.group;
+        let row_bytes = k / self.block * self.gguf;
+        by_row_groups(
+            xs,
+            repacked.len() / group_bytes,
+            tail.len() / row_bytes,
+            out,
+            |g, o| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], xs, o),
+            |t, o| tail_dots(&tail[t * row_bytes..(t + 1) * row_bytes], xs, o),
+        );
+    }
+}
+
+/// A kernel for one group and any number of activation rows.
+#[cfg(any(target_arch = "x86_64", test))]
+pub type GroupDots<X> = fn(&[u8], &[&[X]], &mut [[f32; ROWS]]);
+
+/// A SIMD kernel for one group and `T` activation rows.
+#[cfg(target_arch = "x86_64")]
+type Tile<X, const T: usize> = unsafe fn(&[u8], [&[X]; T]) -> [[f32; ROWS]; T];
+
+/// A layout's SIMD kernel for one group: `T` activation rows a call (`tile`), or one (`one`).
+#[cfg(target_arch = "x86_64")]
+pub struct Kernels<X: 'static, const T: usize> {
+    tile: Tile<X, T>,
+    one: Tile<X, 1>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<X, const T: usize> Kernels<X, T> {
+    /// # Safety
+    /// Given a group's blocks and activation rows of as many blocks, the kernels read only
+    /// inside them, and need no CPU features beyond AVX-512 F and BW for the tiles of eight
+    /// and AVX2, FMA and F16C for the tiles of four (what [`best`] checks).
+    pub const unsafe fn new(tile: Tile<X, T>, one: Tile<X, 1>) -> Self {
+        Self { tile, one }
+    }
+
+    /// # Safety
+    /// The CPU has the kernels' features; every row of `xs` has as many blocks as `group`.
+    unsafe fn run(&self, group: &[u8], xs: &[&[X]], out: &mut [[f32; ROWS]]) {
+        let mut tiles = xs.chunks_exact(T);
+        let mut outs = out.chunks_exact_mut(T);
+        for (g, o) in (&mut tiles).zip(&mut outs) {
+            o.copy_from_slice(&(self.tile)(group, g.try_into().expect("T rows")));
+        }
+        for (x, o) in tiles.remainder().iter().zip(outs.into_remainder()) {
+            *o = (self.one)(group, [x])[0];
+        }
+    }
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])` through the best kernel this CPU runs:
+/// `avx512` where given and the CPU has AVX-512BW, else `avx2`, else `portable`. (Other
+/// architectures call their portable kernel directly.)
+#[cfg(target_arch = "x86_64")]
+pub fn best<X>(
+    group: &[u8],
     xs: &[&[X]],
     out: &mut [[f32; ROWS]],
-    tile: impl Fn([&[X]; T]) -> [[f32; ROWS]; T],
-    one: impl Fn(&[X]) -> [f32; ROWS],
+    avx512: Option<&Kernels<X, 8>>,
+    avx2: &Kernels<X, 4>,
+    portable: GroupDots<X>,
 ) {
-    let mut tiles = xs.chunks_exact(T);
-    let mut outs = out.chunks_exact_mut(T);
-    for (g, o) in (&mut tiles).zip(&mut outs) {
-        o.copy_from_slice(&tile(g.try_into().expect("T rows")));
+    // SAFETY: the features are checked here; the kernels' reads are their constructors'
+    // promise (`Kernels::new`), and the shapes are the matmul's.
+    if let Some(kernels) = avx512.filter(|_| super::has_avx512bw()) {
+        return unsafe { kernels.run(group, xs, out) };
     }
-    for (x, o) in tiles.remainder().iter().zip(outs.into_remainder()) {
-        *o = one(x);
+    if super::has_avx2_fma_f16c() {
+        return unsafe { avx2.run(group, xs, out) };
     }
+    portable(group, xs, out)
 }

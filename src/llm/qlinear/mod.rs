@@ -492,9 +492,6 @@ mod tests {
         }
     }
 
-    /// A repacked layout's kernel: `out[t][r]` for a group and activation rows.
-    type GroupKernel<X> = fn(&[u8], &[&[X]], &mut [[f32; 16]]);
-
     /// Checks a repacked layout's kernels (`best`: AVX-512 where the machine has it, `avx2`,
     /// `portable`) against the GGUF row's own dot product, for two groups of 32 rows and 21
     /// activation rows (tiles of eight and four, and rows alone).
@@ -503,7 +500,7 @@ mod tests {
         group_bytes: usize,
         repack: fn(&[u8], usize) -> Vec<u8>,
         quantize: fn(&[f32]) -> Vec<X>,
-        kernels: [GroupKernel<X>; 3],
+        kernels: [grouped::GroupDots<X>; 3],
         row_dot: fn(&[u8], &[X]) -> f32,
     ) {
         let k = 512;

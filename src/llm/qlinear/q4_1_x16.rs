@@ -12,8 +12,8 @@
 //! in its high nibble.
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::in_tiles;
-use super::grouped::ROWS;
+use super::grouped::{self, Kernels};
+use super::grouped::{Sizes, ROWS};
 use super::q4_1::{self, BLOCK, Q8};
 
 const D: usize = 0;
@@ -21,33 +21,23 @@ const M: usize = 2 * ROWS;
 const QS: usize = 4 * ROWS;
 /// Bytes of one group's block.
 pub const GROUP_BYTES: usize = QS + ROWS * BLOCK / 2;
+const SIZES: Sizes = Sizes { block: BLOCK, gguf: q4_1::WEIGHT_BYTES, group: GROUP_BYTES };
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_1 blocks; the caller
 /// keeps the remaining rows as they are.
 pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * q4_1::WEIGHT_BYTES;
-    let groups = bytes.len() / row_bytes / ROWS;
-    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
-    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
-        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let start = (g * ROWS + r) * row_bytes + b * q4_1::WEIGHT_BYTES;
-                let src = &bytes[start..start + q4_1::WEIGHT_BYTES];
-                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
-                dst[M + 2 * r..M + 2 * r + 2].copy_from_slice(&src[2..4]);
-                // GGUF's nibbles: byte j holds value j (low) and j + 16 (high).
-                let value = |v: usize| if v < 16 { src[4 + v] & 0x0f } else { src[4 + v - 16] >> 4 };
-                for t in 0..4 {
-                    for i in 0..4 {
-                        let v = 8 * t + i;
-                        dst[QS + 64 * t + 4 * r + i] = value(v) | (value(v + 4) << 4);
-                    }
-                }
+    SIZES.repack(bytes, k, |src, dst, r| {
+        dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+        dst[M + 2 * r..M + 2 * r + 2].copy_from_slice(&src[2..4]);
+        // GGUF's nibbles: byte j holds value j (low) and j + 16 (high).
+        let value = |v: usize| if v < 16 { src[4 + v] & 0x0f } else { src[4 + v - 16] >> 4 };
+        for t in 0..4 {
+            for i in 0..4 {
+                let v = 8 * t + i;
+                dst[QS + 64 * t + 4 * r + i] = value(v) | (value(v + 4) << 4);
             }
         }
-    }
-    out
+    })
 }
 
 fn f16_at(p: &[u8], at: usize) -> f32 {
@@ -167,42 +157,28 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
 }
 
 #[cfg(target_arch = "x86_64")]
-/// Activation rows per call of the AVX-512 kernel (eight weight registers, one sum per row).
-const TILE_AVX512: usize = 8;
+// SAFETY: loads stay inside a GROUP_BYTES block (64 bytes from QS + 64t, 32 from D and M) and an activation block (four bytes from at <= 28); prefetches may point past the group and do not fault.
+const AVX512: Kernels<Q8, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
-/// The same for AVX2.
-const TILE_AVX2: usize = 4;
+// SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
+const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
 
-/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`.
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`: eight
+/// activation rows a call on AVX-512 (its unpacked weight registers and the rows' sums fill
+/// the 32 registers), four on AVX2.
 pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx512bw() {
-        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES block (64 bytes
-        // from QS + 64t, 32 from D and M) and an activation block (four bytes from at <= 28),
-        // and every activation row has as many blocks as the group (the caller's shapes).
-        return in_tiles::<_, TILE_AVX512>(
-            xs,
-            out,
-            |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
-            |x| unsafe { group_avx512::<1>(group, [x])[0] },
-        );
-    }
-    group_dots_avx2_or_portable(group, xs, out)
+    return grouped::best(group, xs, out, Some(&AVX512), &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
+    group_dots_portable(group, xs, out)
 }
 
-/// [`group_dots`] without AVX-512 (also what the tests check the AVX-512 kernel against).
+/// [`group_dots`] without AVX-512: what the tests check the AVX-512 kernel against.
+#[cfg(test)]
 pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte
-        // step and 16 bytes at 16h from D and M.
-        return in_tiles::<_, TILE_AVX2>(
-            xs,
-            out,
-            |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
-            |x| unsafe { group_avx2::<1>(group, [x])[0] },
-        );
-    }
+    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
     group_dots_portable(group, xs, out)
 }
 
@@ -210,15 +186,6 @@ pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; 
 /// GGUF blocks.
 pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = q4_1::quantize(x);
-    let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
-    let group_bytes = k / BLOCK * GROUP_BYTES;
-    let row_bytes = k / BLOCK * q4_1::WEIGHT_BYTES;
-    super::grouped::by_row_groups(
-        &xs,
-        repacked.len() / group_bytes,
-        tail.len() / row_bytes,
-        out,
-        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
-        |t, out| q4_1::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, out),
-    );
+    let xs: Vec<&[Q8]> = xq.chunks_exact(k / SIZES.block).collect();
+    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, q4_1::dots);
 }

@@ -22,8 +22,8 @@
 //!   `32j + 8t + 4 + i` in its high nibble.
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::in_tiles;
-use super::grouped::ROWS;
+use super::grouped::{self, Kernels};
+use super::grouped::{Sizes, ROWS};
 use super::q4_k::{self, BLOCK, Q8K};
 
 const D: usize = 0;
@@ -33,6 +33,7 @@ const MINS: usize = SCALES + 8 * ROWS;
 const QS: usize = MINS + 8 * ROWS;
 /// Bytes of one group's super-block.
 pub const GROUP_BYTES: usize = QS + ROWS * BLOCK / 2;
+const SIZES: Sizes = Sizes { block: BLOCK, gguf: q4_k::WEIGHT_BYTES, group: GROUP_BYTES };
 
 /// The 4-bit value `v` (0..256) of a GGUF Q4_K block: each 32 bytes of nibbles hold 64 values,
 /// the low nibbles first.
@@ -49,35 +50,24 @@ fn nibble(qs: &[u8], v: usize) -> u8 {
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_K blocks; the caller
 /// keeps the remaining rows as they are.
 pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * q4_k::WEIGHT_BYTES;
-    let groups = bytes.len() / row_bytes / ROWS;
-    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
-    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
-        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let start = (g * ROWS + r) * row_bytes + b * q4_k::WEIGHT_BYTES;
-                let src = &bytes[start..start + q4_k::WEIGHT_BYTES];
-                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
-                dst[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&src[2..4]);
-                let (sc, mn) = q4_k::scales_mins(&src[4..16]);
-                for j in 0..8 {
-                    dst[SCALES + ROWS * j + r] = sc[j];
-                    dst[MINS + ROWS * j + r] = mn[j];
-                }
-                let qs = &src[16..];
-                for j in 0..8 {
-                    for t in 0..4 {
-                        for i in 0..4 {
-                            let v = 32 * j + 8 * t + i;
-                            dst[QS + 256 * j + 64 * t + 4 * r + i] = nibble(qs, v) | (nibble(qs, v + 4) << 4);
-                        }
-                    }
+    SIZES.repack(bytes, k, |src, dst, r| {
+        dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+        dst[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&src[2..4]);
+        let (sc, mn) = q4_k::scales_mins(&src[4..16]);
+        for j in 0..8 {
+            dst[SCALES + ROWS * j + r] = sc[j];
+            dst[MINS + ROWS * j + r] = mn[j];
+        }
+        let qs = &src[16..];
+        for j in 0..8 {
+            for t in 0..4 {
+                for i in 0..4 {
+                    let v = 32 * j + 8 * t + i;
+                    dst[QS + 256 * j + 64 * t + 4 * r + i] = nibble(qs, v) | (nibble(qs, v + 4) << 4);
                 }
             }
         }
-    }
-    out
+    })
 }
 
 fn f16_at(p: &[u8], at: usize) -> f32 {
@@ -249,43 +239,28 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 }
 
 #[cfg(target_arch = "x86_64")]
-/// Activation rows per call of the AVX-512 kernel: its eight unpacked weight registers and
-/// two sums per row fit the 32 registers at eight rows.
-const TILE_AVX512: usize = 8;
+// SAFETY: loads stay inside a GROUP_BYTES super-block (at most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from 32j + at <= 252, and the pairs of its 16 sums); prefetches may point past the group and do not fault.
+const AVX512: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
-/// The same for AVX2: eight weight registers and two sums per row in sixteen.
-const TILE_AVX2: usize = 4;
+// SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
+const AVX2: Kernels<Q8K, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
 
-/// `out[t][r] = dot(row r of the group, xs[t])` for a group's super-blocks in `group`.
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`: eight
+/// activation rows a call on AVX-512 (its unpacked weight registers and the rows' sums fill
+/// the 32 registers), four on AVX2.
 pub fn group_dots(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx512bw() {
-        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES super-block (at
-        // most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from
-        // 32j + at <= 252, and the pairs of its 16 sums), and every activation row has as many
-        // blocks as the group (the caller's shapes).
-        return in_tiles::<_, TILE_AVX512>(
-            xs,
-            out,
-            |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
-            |x| unsafe { group_avx512::<1>(group, [x])[0] },
-        );
-    }
-    group_dots_avx2_or_portable(group, xs, out)
+    return grouped::best(group, xs, out, Some(&AVX512), &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
+    group_dots_portable(group, xs, out)
 }
 
-/// [`group_dots`] without AVX-512 (also what the tests check the AVX-512 kernel against).
+/// [`group_dots`] without AVX-512: what the tests check the AVX-512 kernel against.
+#[cfg(test)]
 pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte step.
-        return in_tiles::<_, TILE_AVX2>(
-            xs,
-            out,
-            |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
-            |x| unsafe { group_avx2::<1>(group, [x])[0] },
-        );
-    }
+    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
     group_dots_portable(group, xs, out)
 }
 
@@ -293,15 +268,6 @@ pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32;
 /// GGUF blocks.
 pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = q4_k::quantize(x);
-    let xs: Vec<&[Q8K]> = xq.chunks_exact(k / BLOCK).collect();
-    let group_bytes = k / BLOCK * GROUP_BYTES;
-    let row_bytes = k / BLOCK * q4_k::WEIGHT_BYTES;
-    super::grouped::by_row_groups(
-        &xs,
-        repacked.len() / group_bytes,
-        tail.len() / row_bytes,
-        out,
-        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
-        |t, out| q4_k::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, out),
-    );
+    let xs: Vec<&[Q8K]> = xq.chunks_exact(k / SIZES.block).collect();
+    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, q4_k::dots);
 }

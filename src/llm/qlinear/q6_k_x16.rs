@@ -16,8 +16,8 @@
 //!   the two high bits of value `16g + 4s + i` at bits `2s..2s + 2` (`s` = 0..4).
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::in_tiles;
-use super::grouped::ROWS;
+use super::grouped::{self, Kernels};
+use super::grouped::{Sizes, ROWS};
 use super::q4_k::{BLOCK, Q8K};
 
 /// Bytes of a GGUF Q6_K block.
@@ -29,6 +29,7 @@ const QS: usize = SCALES + 16 * ROWS;
 const GROUP_VALUES: usize = 3 * 4 * ROWS;
 /// Bytes of one group's super-block.
 pub const GROUP_BYTES: usize = QS + 16 * GROUP_VALUES;
+const SIZES: Sizes = Sizes { block: BLOCK, gguf: WEIGHT_BYTES, group: GROUP_BYTES };
 
 /// The 6-bit value `v` (0..256) of a GGUF Q6_K block (see [`super::q6_k`]).
 fn q6(w: &[u8], v: usize) -> u8 {
@@ -43,32 +44,20 @@ fn q6(w: &[u8], v: usize) -> u8 {
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q6_K blocks; the caller
 /// keeps the remaining rows as they are.
 pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * WEIGHT_BYTES;
-    let groups = bytes.len() / row_bytes / ROWS;
-    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
-    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
-        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let start = (g * ROWS + r) * row_bytes + b * WEIGHT_BYTES;
-                let src = &bytes[start..start + WEIGHT_BYTES];
-                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[208..210]);
-                for sg in 0..16 {
-                    dst[SCALES + ROWS * sg + r] = src[192 + sg];
-                    let at = QS + GROUP_VALUES * sg;
-                    for i in 0..4 {
-                        for p in 0..2 {
-                            let v = 16 * sg + 8 * p + i;
-                            dst[at + 64 * p + 4 * r + i] = (q6(src, v) & 0x0f) | ((q6(src, v + 4) & 0x0f) << 4);
-                        }
-                        dst[at + 128 + 4 * r + i] =
-                            (0..4).map(|s| (q6(src, 16 * sg + 4 * s + i) >> 4) << (2 * s)).sum();
-                    }
+    SIZES.repack(bytes, k, |src, dst, r| {
+        dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[208..210]);
+        for sg in 0..16 {
+            dst[SCALES + ROWS * sg + r] = src[192 + sg];
+            let at = QS + GROUP_VALUES * sg;
+            for i in 0..4 {
+                for p in 0..2 {
+                    let v = 16 * sg + 8 * p + i;
+                    dst[at + 64 * p + 4 * r + i] = (q6(src, v) & 0x0f) | ((q6(src, v + 4) & 0x0f) << 4);
                 }
+                dst[at + 128 + 4 * r + i] = (0..4).map(|s| (q6(src, 16 * sg + 4 * s + i) >> 4) << (2 * s)).sum();
             }
         }
-    }
-    out
+    })
 }
 
 /// The 6-bit value at byte `i` of row `r`, step `s` (0..4) of scale group `sg` in a
@@ -277,43 +266,28 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 }
 
 #[cfg(target_arch = "x86_64")]
-/// Activation rows per call of the AVX-512 kernel (four weight registers, two sums per row).
-const TILE_AVX512: usize = 8;
+// SAFETY: loads stay inside a GROUP_BYTES super-block (64 bytes from QS + 192g + 0, 64, 128; 16 from SCALES + 16g; 32 from D) and inside an activation block (four bytes from 16g + 12 <= 252, and pairs of its 16 sums); prefetches may point past the group and do not fault.
+const AVX512: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
-/// The same for AVX2.
-const TILE_AVX2: usize = 4;
+// SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
+const AVX2: Kernels<Q8K, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
 
-/// `out[t][r] = dot(row r of the group, xs[t])` for a group's super-blocks in `group`.
+/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`: eight
+/// activation rows a call on AVX-512 (its unpacked weight registers and the rows' sums fill
+/// the 32 registers), four on AVX2.
 pub fn group_dots(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx512bw() {
-        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES super-block (64
-        // bytes from QS + 192g + 0, 64, 128; 16 from SCALES + 16g; 32 from D) and inside an
-        // activation block (four bytes from 16g + 12 <= 252, and pairs of its 16 sums), and
-        // every activation row has as many blocks as the group (the caller's shapes).
-        return in_tiles::<_, TILE_AVX512>(
-            xs,
-            out,
-            |g| unsafe { group_avx512::<TILE_AVX512>(group, g) },
-            |x| unsafe { group_avx512::<1>(group, [x])[0] },
-        );
-    }
-    group_dots_avx2_or_portable(group, xs, out)
+    return grouped::best(group, xs, out, Some(&AVX512), &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
+    group_dots_portable(group, xs, out)
 }
 
-/// [`group_dots`] without AVX-512 (also what the tests check the AVX-512 kernel against).
+/// [`group_dots`] without AVX-512: what the tests check the AVX-512 kernel against.
+#[cfg(test)]
 pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: as for the AVX-512 kernel, with 32-byte loads at 32h within each 64-byte
-        // array and 8 bytes at 8h of each scale group's sixteen.
-        return in_tiles::<_, TILE_AVX2>(
-            xs,
-            out,
-            |g| unsafe { group_avx2::<TILE_AVX2>(group, g) },
-            |x| unsafe { group_avx2::<1>(group, [x])[0] },
-        );
-    }
+    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
     group_dots_portable(group, xs, out)
 }
 
@@ -321,15 +295,6 @@ pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32;
 /// GGUF blocks.
 pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = super::q4_k::quantize(x);
-    let xs: Vec<&[Q8K]> = xq.chunks_exact(k / BLOCK).collect();
-    let group_bytes = k / BLOCK * GROUP_BYTES;
-    let row_bytes = k / BLOCK * WEIGHT_BYTES;
-    super::grouped::by_row_groups(
-        &xs,
-        repacked.len() / group_bytes,
-        tail.len() / row_bytes,
-        out,
-        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
-        |t, out| super::q6_k::dots(&tail[t * row_bytes..(t + 1) * row_bytes], &xs, out),
-    );
+    let xs: Vec<&[Q8K]> = xq.chunks_exact(k / SIZES.block).collect();
+    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, super::q6_k::dots);
 }

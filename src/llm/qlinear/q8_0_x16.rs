@@ -13,8 +13,8 @@
 //! is value `4t + i` of that row's block.
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::in_tiles;
-use super::grouped::ROWS;
+use super::grouped::{self, Kernels};
+use super::grouped::{Sizes, ROWS};
 use super::q4_1::{BLOCK, Q8};
 
 /// Bytes of a GGUF Q8_0 block.
@@ -23,27 +23,17 @@ const D: usize = 0;
 const QS: usize = 2 * ROWS;
 /// Bytes of one group's block.
 pub const GROUP_BYTES: usize = QS + ROWS * BLOCK;
+const SIZES: Sizes = Sizes { block: BLOCK, gguf: WEIGHT_BYTES, group: GROUP_BYTES };
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q8_0 blocks; the caller
 /// keeps the remaining rows as they are.
 pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * WEIGHT_BYTES;
-    let groups = bytes.len() / row_bytes / ROWS;
-    let mut out = vec![0u8; groups * blocks * GROUP_BYTES];
-    for (g, group) in out.chunks_exact_mut(blocks * GROUP_BYTES).enumerate() {
-        for (b, dst) in group.chunks_exact_mut(GROUP_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let start = (g * ROWS + r) * row_bytes + b * WEIGHT_BYTES;
-                let src = &bytes[start..start + WEIGHT_BYTES];
-                dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
-                for t in 0..8 {
-                    dst[QS + 64 * t + 4 * r..QS + 64 * t + 4 * r + 4].copy_from_slice(&src[2 + 4 * t..6 + 4 * t]);
-                }
-            }
+    SIZES.repack(bytes, k, |src, dst, r| {
+        dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
+        for t in 0..8 {
+            dst[QS + 64 * t + 4 * r..QS + 64 * t + 4 * r + 4].copy_from_slice(&src[2 + 4 * t..6 + 4 * t]);
         }
-    }
-    out
+    })
 }
 
 fn d_at(gb: &[u8], r: usize) -> f32 {
@@ -120,21 +110,17 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
     out
 }
 
+#[cfg(target_arch = "x86_64")]
+// SAFETY: loads stay inside a GROUP_BYTES block (32 bytes from QS + 64t + 32h, 16 from D +
+// 16h) and an activation block (four bytes from 4t <= 28); prefetches may point past the group
+// and do not fault.
+const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
+
 /// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`.
 pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: the CPU has the features; loads stay inside a GROUP_BYTES block (32 bytes
-        // from QS + 64t + 32h, 16 from D + 16h) and an activation block (four bytes from
-        // 4t <= 28), and every activation row has as many blocks as the group (the caller's
-        // shapes). Prefetches may point past the group; they do not fault.
-        return in_tiles::<_, 4>(
-            xs,
-            out,
-            |g| unsafe { group_avx2::<4>(group, g) },
-            |x| unsafe { group_avx2::<1>(group, [x])[0] },
-        );
-    }
+    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
+    #[cfg(not(target_arch = "x86_64"))]
     group_dots_portable(group, xs, out)
 }
 
@@ -155,19 +141,10 @@ pub fn row_dot(w: &[u8], x: &[Q8]) -> f32 {
 /// GGUF blocks.
 pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = super::q4_1::quantize(x);
-    let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
-    let group_bytes = k / BLOCK * GROUP_BYTES;
-    let row_bytes = k / BLOCK * WEIGHT_BYTES;
-    super::grouped::by_row_groups(
-        &xs,
-        repacked.len() / group_bytes,
-        tail.len() / row_bytes,
-        out,
-        |g, out| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], &xs, out),
-        |t, out| {
-            for (o, x) in out.iter_mut().zip(&xs) {
-                *o = row_dot(&tail[t * row_bytes..(t + 1) * row_bytes], x);
-            }
-        },
-    );
+    let xs: Vec<&[Q8]> = xq.chunks_exact(k / SIZES.block).collect();
+    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, |row, xs, out| {
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o = row_dot(row, x);
+        }
+    });
 }
