@@ -187,15 +187,20 @@ impl QLinear {
             Q8_0 => matmul_t::<BlockQ8_0>(&bytes, &input, cols, &mut out),
             Q2K => matmul_t::<BlockQ2K>(&bytes, &input, cols, &mut out),
             Q3K => matmul_t::<BlockQ3K>(&bytes, &input, cols, &mut out),
+            // Q4_K and Q6_K come here only where they were not repacked: a table shared with an
+            // embedding, or a CPU without AVX2 (aarch64). Without AVX2 wick's multi-row kernels
+            // are portable scalar code, and Candle's per-row products have NEON on aarch64.
             // For generation without AVX-512, Candle's single-row Q4_K product is the faster one;
             // with it, wick's (3.35 against 4.3 tokens/s on the synthetic 3B, one thread).
-            Q4K if m == 1 && !has_avx512bw() => matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out),
+            Q4K if (m == 1 && !has_avx512bw()) || !has_avx2_fma_f16c() => {
+                matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out)
+            }
             Q4K => q4_k::matmul_t(&bytes, &input, cols, &mut out),
             Q5K => matmul_t::<BlockQ5K>(&bytes, &input, cols, &mut out),
             // Candle's for generation (faster than wick's one-row Q6_K, with AVX-512 or not:
             // 4.25 against 4.1 tokens/s on the synthetic 3B); prompts unpack each block once
             // for many rows.
-            Q6K if m == 1 => matmul_t::<BlockQ6K>(&bytes, &input, cols, &mut out),
+            Q6K if m == 1 || !has_avx2_fma_f16c() => matmul_t::<BlockQ6K>(&bytes, &input, cols, &mut out),
             Q6K => q6_k::matmul_t(&bytes, &input, cols, &mut out),
             Q8K => matmul_t::<BlockQ8K>(&bytes, &input, cols, &mut out),
             other => candle_core::bail!("no block matmul for {other:?}"),
