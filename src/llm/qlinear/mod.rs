@@ -11,12 +11,14 @@
 //! Measured on a 2-core x86 machine with the synthetic Llama 3.2 3B Q4_K_M: resident memory
 //! 2.1 GB instead of 4.4 GB and generation 15.5 instead of 11.7 tokens/s, but prompt
 //! processing 21 instead of 72 tokens/s, since dot products are not a tiled matrix product.
-//! Q4_K and Q6_K (the 3B model) and Q4_1 (SmolLM2) are repacked at load sixteen rows at a
-//! time, in place of the GGUF tensor, for register-tiled kernels ([`grouped`], [`q4_k_x16`],
-//! [`q6_k_x16`], [`q4_1_x16`]); generation prefetches the weights two blocks ahead. On one
-//! AVX-512 thread the 3B's prompts went from 15 to 33 tokens/s and its generation from 4.1 to
-//! 5.9; SmolLM2's prompts from about 215 to 420. A tensor shared with the embedding lookup
-//! (a tied output) stays in GGUF blocks, with the per-type kernels below.
+//! Q4_K and Q6_K (the 3B model), Q4_1 and Q8_0 (SmolLM2) are repacked at load sixteen rows
+//! at a time, in place of the GGUF tensor, for register-tiled kernels ([`grouped`],
+//! [`q4_k_x16`], [`q6_k_x16`], [`q4_1_x16`], [`q8_0_x16`]); generation prefetches the weights
+//! two blocks ahead. On one AVX-512 thread the 3B's prompts went from 15 to 33 tokens/s and
+//! its generation from 4.1 to 5.9; SmolLM2's prompts from about 215 to 420. A tied
+//! embedding's Q6_K or Q8_0 table is owned by the output projection, which reads rows back
+//! for the lookup ([`QLinear::dequantize_rows`]); a tied table of another type is shared
+//! and stays in GGUF blocks, with the per-type kernels below.
 
 use std::sync::Arc;
 
@@ -55,6 +57,28 @@ pub enum Repacked {
     Q8_0,
 }
 
+impl Repacked {
+    fn of(dtype: GgmlDType) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q4K => Some(Repacked::Q4K),
+            GgmlDType::Q6K => Some(Repacked::Q6K),
+            GgmlDType::Q4_1 => Some(Repacked::Q4_1),
+            GgmlDType::Q8_0 => Some(Repacked::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// The GGUF type, which the rows past the last group keep.
+    fn dtype(self) -> GgmlDType {
+        match self {
+            Repacked::Q4K => GgmlDType::Q4K,
+            Repacked::Q6K => GgmlDType::Q6K,
+            Repacked::Q4_1 => GgmlDType::Q4_1,
+            Repacked::Q8_0 => GgmlDType::Q8_0,
+        }
+    }
+}
+
 fn supported(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
     matches!(dtype, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K | Q8K)
@@ -65,13 +89,7 @@ impl QLinear {
         let on_cpu = matches!(weight.device(), candle_core::Device::Cpu);
         let (rows, cols) = weight.shape().dims2()?;
         let blocks_fit = cols % weight.dtype().block_size() == 0;
-        let kind = match weight.dtype() {
-            GgmlDType::Q4K => Some(Repacked::Q4K),
-            GgmlDType::Q6K => Some(Repacked::Q6K),
-            GgmlDType::Q4_1 => Some(Repacked::Q4_1),
-            GgmlDType::Q8_0 => Some(Repacked::Q8_0),
-            _ => None,
-        };
+        let kind = Repacked::of(weight.dtype());
         // A tensor shared with something else (a tied embedding's table) stays as it is:
         // repacking it would keep two copies.
         if let Some(kind) =
@@ -131,7 +149,7 @@ impl QLinear {
                             _ => q8_0_x16::dequantize_row(group, r, o),
                         }
                     } else {
-                        let dtype = if *kind == Repacked::Q6K { GgmlDType::Q6K } else { GgmlDType::Q8_0 };
+                        let dtype = kind.dtype();
                         let row_bytes = cols / dtype.block_size() * dtype.type_size();
                         let t = id - grouped;
                         o.copy_from_slice(&gguf_rows_as_f32(dtype, &tail[t * row_bytes..(t + 1) * row_bytes], cols)?);
@@ -399,8 +417,7 @@ mod tests {
             let q = Arc::new(QTensor::quantize(&w, dtype).unwrap());
             let want = QMatMul::from_arc(q.clone()).unwrap().forward(&x).unwrap();
             let got = QLinear::new(q).unwrap().forward(&x).unwrap();
-            let repackable = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q4_1 | GgmlDType::Q8_0)
-                && grouped::worth_repacking();
+            let repackable = Repacked::of(dtype).is_some() && grouped::worth_repacking();
             match QLinear::new(Arc::new(QTensor::quantize(&w, dtype).unwrap())).unwrap() {
                 QLinear::Grouped { tail, .. } => {
                     assert!(repackable, "{dtype:?} was repacked");
