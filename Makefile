@@ -63,6 +63,10 @@ ifndef LLAMA_CPP
 LLAMA_CPP  := $(WICK_CACHE)/llama-cpp-$(call hash,tools/llama_cpp/build.sh tools/llama3_text/fetch.py,$(CPU_FLAGS))
 endif
 
+# The peers tools/compare-voice measures against (faster-whisper, piper-tts), in a venv named by
+# their pins and the python3 it is made with.
+VOICE_PEERS ?= $(WICK_CACHE)/voice-peers-$(call hash,tools/voice_peers/requirements.txt,$(PYTHON_ID))
+
 export WICK_LLAMA3_TEXT     := $(LLAMA3_TEXT)
 export WICK_LLAMA_CPP       := $(LLAMA_CPP)
 export WICK_TEST_MODELS     := $(MODELS_DIR)
@@ -70,6 +74,7 @@ export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference llama3-text llama-cpp compare-llm \
+        voice-peers compare-voice \
         cuda-check cross cross-deps test-aarch64 print-models-dir \
         image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test \
         jetson-deps jetson-root jetson-bsp-given image-jetson bundle-jetson jetson-test
@@ -152,6 +157,14 @@ test: models piper-reference llama3-text llama-cpp
 COMPARE_ARGS ?=
 compare-llm: build models llama3-text llama-cpp
 	WICK=$(WICK) tools/compare-llm $(COMPARE_ARGS)
+
+# wick's speech to text and voice against faster-whisper and piper-tts on this machine
+# (tools/compare-voice): whole-command and engine seconds, with ratios. COMPARE_ARGS as above.
+compare-voice: build models voice-peers
+	WICK=$(WICK) WICK_VOICE_PEERS=$(VOICE_PEERS) tools/compare-voice $(COMPARE_ARGS)
+
+voice-peers: | deps
+	tools/voice_peers/venv.sh $(VOICE_PEERS)
 
 # The long soak: 200 presses of random questions, silences, barge-ins and taps through real
 # ALSA, about half an hour (`make test` runs 12). The figures land in target/soak.json.

@@ -21,3 +21,4 @@ pub mod durable;
 pub mod measure;
 pub mod retry;
 pub mod settings;
+pub mod simd;

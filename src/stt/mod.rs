@@ -4,10 +4,12 @@
 //! with a cached self-attention state. Longer audio is cut into windows at quiet moments.
 
 pub mod activity;
+mod attend;
 pub mod bench;
 pub mod config;
 pub mod ct2;
 pub mod decode;
+mod dense;
 pub mod level;
 pub mod mel;
 pub mod model;

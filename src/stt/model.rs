@@ -7,55 +7,43 @@
 //! are projected once per 30 s window, so a decoding step costs one token's worth of work.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{kv_cache::KvCache, Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{kv_cache::KvCache, Conv1d, Conv1dConfig, Embedding, LayerNorm, VarBuilder};
 
 use super::config::WhisperConfig;
-use super::ops;
+use super::dense::Dense;
+use super::{attend, ops};
 use crate::attention::causal_mask;
 
 fn layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(size, 1e-5, vb)
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    n_head: usize,
-    head_dim: usize,
+/// How a layer's width splits into attention heads.
+#[derive(Clone, Copy)]
+struct Heads {
+    n: usize,
+    dim: usize,
 }
 
-impl Attention {
-    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k: candle_nn::linear_no_bias(d, d, vb.pp("k_proj"))?,
-            v: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
-            n_head,
-            head_dim: d / n_head,
-        })
-    }
-
+impl Heads {
     /// `[b, t, d]` -> `[b, heads, t, head_dim]`
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+    fn split(self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, self.n_head, self.head_dim))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, t, self.n, self.dim))?.transpose(1, 2)?.contiguous()
     }
 
-    fn keys_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((self.split_heads(&self.k.forward(x)?)?, self.split_heads(&self.v.forward(x)?)?))
+    /// `[b, heads, t, head_dim]` -> `[b, t, d]`
+    fn merge(self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, t, _) = x.dims4()?;
+        x.transpose(1, 2)?.reshape((b, t, self.n * self.dim))
     }
 
-    /// Scaled dot-product attention of `x`'s queries over `k`/`v`, plus the output projection.
-    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let q = self.split_heads(&self.q.forward(x)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // The encoder's 1500 x 1500 score matrices (54 MB per layer for tiny) are computed a
-        // block of queries at a time: the blocks stay in cache and their buffers are reused
-        // instead of being page-faulted in fresh for every layer.
+    /// `softmax(q kᵀ / √head_dim + mask) v` over split heads.
+    fn attention(self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let t = q.dim(2)?;
+        let scale = 1.0 / (self.dim as f64).sqrt();
+        // A long window's score matrices (1500 x 1500 per head) are computed a block of
+        // queries at a time, so that the blocks stay in cache.
         let blocks = (0..t).step_by(QUERY_BLOCK).map(|start| {
             let q = q.narrow(2, start, QUERY_BLOCK.min(t - start))?;
             let mut scores = q.matmul(&k.t()?)?;
@@ -64,36 +52,108 @@ impl Attention {
             }
             ops::scaled_softmax(&scores, scale)?.matmul(v)
         });
-        let ctx = if t <= QUERY_BLOCK {
-            blocks.into_iter().next().expect("t >= 1")?
+        if t <= QUERY_BLOCK {
+            blocks.into_iter().next().expect("t >= 1")
         } else {
-            Tensor::cat(&blocks.collect::<Result<Vec<_>>>()?, 2)?
-        };
-        self.out.forward(&ctx.transpose(1, 2)?.reshape((b, t, d))?)
+            Tensor::cat(&blocks.collect::<Result<Vec<_>>>()?, 2)
+        }
     }
 }
 
-/// Queries per attention block; see `Attention::attend`.
+/// The decoder's attention: its self-attention keys and values are cached, and its
+/// cross-attention ones are projected once per window.
+struct Attention {
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    out: Dense,
+    heads: Heads,
+}
+
+impl Attention {
+    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q: Dense::load(d, d, true, vb.pp("q_proj"))?,
+            k: Dense::load(d, d, false, vb.pp("k_proj"))?,
+            v: Dense::load(d, d, true, vb.pp("v_proj"))?,
+            out: Dense::load(d, d, true, vb.pp("out_proj"))?,
+            heads: Heads { n: n_head, dim: d / n_head },
+        })
+    }
+
+    fn keys_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.heads.split(&self.k.forward(x)?)?, self.heads.split(&self.v.forward(x)?)?))
+    }
+
+    /// `residual` plus the scaled dot-product attention of `x`'s queries over `k`/`v` through
+    /// the output projection.
+    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        let q = self.heads.split(&self.q.forward(x)?)?;
+        self.out.forward_residual(&self.heads.merge(&self.heads.attention(&q, k, v, mask)?)?, residual)
+    }
+}
+
+/// The encoder's self-attention, its query, key and value projections fused into one
+/// product. On the CPU the attention itself is one op (`attend`); elsewhere it is
+/// `Heads::attention`.
+struct WindowSelfAttention {
+    qkv: Dense,
+    out: Dense,
+    heads: Heads,
+}
+
+impl WindowSelfAttention {
+    fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = |name: &str| vb.pp(name).get((d, d), "weight");
+        let bias = |name: &str| vb.pp(name).get(d, "bias");
+        let weight = Tensor::cat(&[weight("q_proj")?, weight("k_proj")?, weight("v_proj")?], 0)?;
+        // The key projection has no bias.
+        let no_bias = Tensor::zeros(d, weight.dtype(), weight.device())?;
+        let bias = Tensor::cat(&[bias("q_proj")?, no_bias, bias("v_proj")?], 0)?;
+        Ok(Self {
+            qkv: Dense::new(weight, Some(bias))?,
+            out: Dense::load(d, d, true, vb.pp("out_proj"))?,
+            heads: Heads { n: n_head, dim: d / n_head },
+        })
+    }
+
+    /// `residual` plus the attention of `x` (already normalised) over itself.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let heads = self.heads;
+        let ctx = if attend::fits(&qkv) {
+            let scale = 1.0 / (heads.dim as f32).sqrt();
+            qkv.apply_op1_no_bwd(&attend::WindowAttention { heads: heads.n, scale })?
+        } else {
+            let d = heads.n * heads.dim;
+            let split = |i| heads.split(&qkv.narrow(2, i * d, d)?);
+            heads.merge(&heads.attention(&split(0)?, &split(1)?, &split(2)?, None)?)?
+        };
+        self.out.forward_residual(&ctx, residual)
+    }
+}
+
+/// Queries per attention block; see `Heads::attention`.
 const QUERY_BLOCK: usize = 256;
 
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl Mlp {
     fn load(d: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { fc1: candle_nn::linear(d, hidden, vb.pp("fc1"))?, fc2: candle_nn::linear(hidden, d, vb.pp("fc2"))? })
+        Ok(Self { fc1: Dense::load(d, hidden, true, vb.pp("fc1"))?, fc2: Dense::load(hidden, d, true, vb.pp("fc2"))? })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Whisper uses the exact (erf) GELU, not the tanh approximation.
-        self.fc2.forward(&ops::gelu_erf(&self.fc1.forward(x)?)?)
+    /// `residual + mlp(x)`. Whisper uses the exact (erf) GELU, not the tanh approximation.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.fc2.forward_residual(&self.fc1.forward_gelu(x)?, residual)
     }
 }
 
 struct EncoderLayer {
-    attn: Attention,
+    attn: WindowSelfAttention,
     attn_ln: LayerNorm,
     mlp: Mlp,
     mlp_ln: LayerNorm,
@@ -101,10 +161,8 @@ struct EncoderLayer {
 
 impl EncoderLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.attn_ln.forward(x)?;
-        let (k, v) = self.attn.keys_values(&h)?;
-        let x = (x + self.attn.attend(&h, &k, &v, None)?)?;
-        &x + self.mlp.forward(&self.mlp_ln.forward(&x)?)?
+        let x = self.attn.forward(&self.attn_ln.forward(x)?, x)?;
+        self.mlp.forward(&self.mlp_ln.forward(&x)?, &x)
     }
 }
 
@@ -124,7 +182,7 @@ impl Encoder {
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
                 Ok(EncoderLayer {
-                    attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"))?,
+                    attn: WindowSelfAttention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"))?,
                     attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
                     mlp: Mlp::load(d, 4 * d, vb.clone())?,
                     mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
@@ -318,10 +376,10 @@ impl Whisper {
             let h = layer.self_ln.forward(&x)?;
             let (k, v) = layer.self_attn.keys_values(&h)?;
             let (k, v) = cache.append(&k, &v)?;
-            x = (x + layer.self_attn.attend(&h, &k, &v, mask.as_ref())?)?;
+            x = layer.self_attn.attend(&h, &k, &v, mask.as_ref(), &x)?;
             let h = layer.cross_ln.forward(&x)?;
-            x = (&x + layer.cross_attn.attend(&h, ck, cv, None)?)?;
-            x = (&x + layer.mlp.forward(&layer.mlp_ln.forward(&x)?)?)?;
+            x = layer.cross_attn.attend(&h, ck, cv, None, &x)?;
+            x = layer.mlp.forward(&layer.mlp_ln.forward(&x)?, &x)?;
         }
         let rows = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), &self.device)?;
         let h = self.decoder.ln.forward(&x.squeeze(0)?.index_select(&rows, 0)?)?;

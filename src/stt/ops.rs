@@ -1,14 +1,17 @@
-//! CPU kernels for the two element-wise hot spots of Whisper's encoder: exact-GELU and the
-//! attention softmax. Candle evaluates them with libm's scalar `erf`/`exp`, on one thread for
-//! GELU; together they took about a quarter of the encoder's time. Here both use a
-//! branch-free exponential that the compiler vectorises, spread over the rayon pool.
+//! CPU kernels for the two element-wise hot spots of Whisper: exact-GELU and the attention
+//! softmax. Candle evaluates them with libm's scalar `erf`/`exp`, on one thread for GELU;
+//! together they took about a quarter of the encoder's time. Here both use a branch-free
+//! exponential that the compiler vectorises, spread over the rayon pool; in-place forms serve
+//! the fused encoder ops (`attend`, `dense`). Also the decoder's f16 output projection.
 //! Other devices and layouts fall back to Candle's own ops, so results match within 1e-6.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::widest;
+
 /// Below this many elements threading costs more than it saves.
-const PARALLEL_MIN: usize = 1 << 15;
+pub(super) const PARALLEL_MIN: usize = 1 << 15;
 
 /// `exp(x)` for f32 with a relative error below 3e-7: x = k ln2 + r with |r| <= ln2 / 2, then
 /// a degree-7 Taylor polynomial for e^r and the exponent bits for 2^k. Written without
@@ -64,43 +67,37 @@ fn reduce8(s: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     r
 }
 
+/// Exact GELU.
 #[inline(always)]
-fn gelu_kernel(s: &[f32], d: &mut [f32]) {
-    for (x, y) in s.iter().zip(d.iter_mut()) {
-        *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-    }
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-#[inline(always)]
-fn softmax_kernel(s: &[f32], d: &mut [f32], scale: f32) {
-    let max = reduce8(s, f32::NEG_INFINITY, f32::max);
-    for (x, y) in s.iter().zip(d.iter_mut()) {
-        *y = exp((x - max) * scale);
-    }
-    let inv = 1.0 / reduce8(d, 0.0, |a, b| a + b);
-    d.iter_mut().for_each(|y| *y *= inv);
-}
-
-/// Runs a kernel compiled for AVX2 when the CPU has it (the default build targets baseline
-/// x86-64, whose 4-wide SSE2 halves the throughput).
-macro_rules! dispatch {
-    ($name:ident, $kernel:ident ( $($arg:ident : $ty:ty),* )) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) {
-                    $kernel($($arg),*)
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `wide` was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $kernel($($arg),*)
+widest!(
+    gelu_rows(s: &[f32], d: &mut [f32]) {
+        for (x, y) in s.iter().zip(d.iter_mut()) {
+            *y = gelu(*x);
         }
-    };
-}
+    }
+);
+
+widest!(
+    gelu_row_in_place(x: &mut [f32]) {
+        for y in x.iter_mut() {
+            *y = gelu(*y);
+        }
+    }
+);
+
+widest!(
+    /// `softmax(x * scale)` of one row in place; `scale` must be positive.
+    pub(super) softmax_row_in_place(x: &mut [f32], scale: f32) {
+        let max = reduce8(x, f32::NEG_INFINITY, f32::max);
+        x.iter_mut().for_each(|y| *y = exp((*y - max) * scale));
+        let inv = 1.0 / reduce8(x, 0.0, |a, b| a + b);
+        x.iter_mut().for_each(|y| *y *= inv);
+    }
+);
 
 /// Portable `out[i] = rows[i] · h` over f16 rows.
 fn dot_f16_portable(rows: &[half::f16], cols: usize, h: &[f32], out: &mut [f32]) {
@@ -150,15 +147,17 @@ fn dot_f16_rows(rows: &[half::f16], cols: usize, h: &[f32], out: &mut [f32]) {
     dot_f16_portable(rows, cols, h, out)
 }
 
-dispatch!(gelu_rows, gelu_kernel(s: &[f32], d: &mut [f32]));
-
-dispatch!(softmax_rows, softmax_kernel(s: &[f32], d: &mut [f32], scale: f32));
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("wick's CPU kernels take contiguous f32 tensors"),
+/// Exact GELU over `x` in place, rows of `row` values spread over the pool when large.
+pub(super) fn gelu_in_place(x: &mut [f32], row: usize) {
+    if x.len() >= PARALLEL_MIN {
+        x.par_chunks_mut(row.max(1)).for_each(gelu_row_in_place);
+    } else {
+        gelu_row_in_place(x);
     }
+}
+
+pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    crate::simd::contiguous_f32(storage, layout, "wick's Whisper CPU kernels")
 }
 
 fn map_rows(src: &[f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
@@ -196,7 +195,10 @@ impl CustomOp1 for ScaledSoftmax {
         let src = contiguous_f32(storage, layout)?;
         let row = layout.shape().dims().last().copied().unwrap_or(1).max(1);
         let scale = self.0;
-        let dst = map_rows(src, row, |s, d| softmax_rows(s, d, scale));
+        let dst = map_rows(src, row, |s, d| {
+            d.copy_from_slice(s);
+            softmax_row_in_place(d, scale)
+        });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }

@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::layers::split_channels;
+use crate::simd::{contiguous_f32, widest};
 
 /// Below this many elements a single thread is faster than fanning out.
 const PARALLEL_MIN: usize = 1 << 15;
@@ -40,7 +41,7 @@ impl CustomOp1 for GatedTanh {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (batch, channels, t) = layout.shape().dims3()?;
-        let x = contiguous_f32(storage, layout)?;
+        let x = contiguous_f32(storage, layout, "the voice's CPU activations")?;
         let half = channels / 2 * t;
         let (a, b) = x.split_at(half);
         let mut out = vec![0.0f32; half];
@@ -62,7 +63,7 @@ impl CustomOp1 for Tanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(storage, layout)?;
+        let x = contiguous_f32(storage, layout, "the voice's CPU activations")?;
         let mut out = vec![0.0f32; x.len()];
         if x.len() >= PARALLEL_MIN {
             out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| tanh_slice(o, x));
@@ -71,37 +72,6 @@ impl CustomOp1 for Tanh {
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("the voice's CPU activations take contiguous f32 tensors"),
-    }
-}
-
-/// Runs `$body` compiled for AVX2+FMA when the CPU has them (the baseline build targets
-/// SSE2 only), else as is.
-macro_rules! widest {
-    ($(#[$doc:meta])* $vis:vis $name:ident ( $($arg:ident : $ty:ty),* ) $body:block) => {
-        $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features `wide` is compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 widest!(
