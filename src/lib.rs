@@ -16,9 +16,9 @@ pub mod text;
 pub mod tts;
 // Small pieces more than one room uses.
 pub mod attention;
+pub mod cpu_kernels;
 pub mod device;
 pub mod durable;
 pub mod measure;
 pub mod retry;
 pub mod settings;
-pub mod simd;

@@ -14,7 +14,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::ops::softmax_row_in_place;
+use super::ops::{fast_path, softmax_row_in_place};
+use crate::cpu_kernels::{gemm_f32, SharedOut, Strided};
 
 /// Queries per task: a 128 x 1500 score block is 750 KiB, inside a 1 MiB or larger L2.
 const QUERY_BLOCK: usize = 128;
@@ -24,20 +25,6 @@ const QUERY_BLOCK: usize = 128;
 pub struct WindowAttention {
     pub heads: usize,
     pub scale: f32,
-}
-
-/// The output's base pointer, shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (see `cpu_fwd`), and the buffer outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, not a field access, so closures capture the whole (Sync) wrapper.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 impl CustomOp1 for WindowAttention {
@@ -57,7 +44,7 @@ impl CustomOp1 for WindowAttention {
         let d = width / 3;
         let hd = d / self.heads;
         let mut out = vec![0.0f32; t * d];
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedOut::new(&mut out);
         // Each head's keys transposed once ([hd, t], rows contiguous): read in place, kᵀ's
         // columns are `width` apart, and gemm would gather them one float at a time in every
         // task.
@@ -79,59 +66,39 @@ impl CustomOp1 for WindowAttention {
             let q = qkv[q0 * width + head * hd..].as_ptr();
             let kt = keys_t[head * hd * t..].as_ptr();
             let v = qkv[2 * d + head * hd..].as_ptr();
-            // SAFETY: q rows q0..q0+rows and v rows 0..t, each `hd` columns at the head's
-            // offset with row stride `width`, lie inside `qkv`; the head's kᵀ (hd x t) inside
-            // `keys_t`; `scores` holds rows x t.
-            // The product writes rows q0..q0+rows, columns head·hd.. of `out` (row stride d),
-            // which no other task writes, and `out` outlives the parallel loop.
+            // scores = q · kᵀ
+            // SAFETY: q rows q0..q0+rows (`hd` columns at the head's offset, row stride
+            // `width`) lie inside `qkv`, the head's kᵀ (hd x t) inside `keys_t`, and `scores`
+            // holds rows x t and is this task's own.
             unsafe {
-                // scores = q · kᵀ
-                gemm::gemm(
-                    rows,
-                    t,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    t as isize,
+                gemm_f32(
+                    (rows, t, hd),
+                    Strided::rows(scores.as_mut_ptr(), t),
                     false,
-                    q,
-                    1,
-                    width as isize,
-                    kt,
-                    1,
-                    t as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
+                    Strided::rows(q, width),
+                    Strided::rows(kt, t),
                     Parallelism::None,
-                );
-                for row in scores.chunks_exact_mut(t) {
-                    softmax_row_in_place(row, self.scale);
-                }
-                gemm::gemm(
-                    rows,
-                    hd,
-                    t,
-                    dst.at(q0 * d + head * hd),
-                    1,
-                    d as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    t as isize,
-                    v,
-                    1,
-                    width as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+                )
+            };
+            for row in scores.chunks_exact_mut(t) {
+                softmax_row_in_place(row, self.scale);
             }
+            // out[q0.., head] = scores · v
+            // SAFETY: `scores` is rows x t; v rows 0..t (`hd` columns at the head's offset,
+            // row stride `width`) lie inside `qkv`. The product writes rows q0..q0+rows,
+            // columns head·hd.. of `out` (row stride d), which no other task writes, and `out`
+            // outlives the parallel loop.
+            unsafe {
+                let dst = Strided::rows(dst.at(q0 * d + head * hd), d);
+                gemm_f32(
+                    (rows, hd, t),
+                    dst,
+                    false,
+                    Strided::rows(scores.as_ptr(), t),
+                    Strided::rows(v, width),
+                    Parallelism::None,
+                )
+            };
         });
         Ok((CpuStorage::F32(out), Shape::from((1, t, d))))
     }
@@ -139,7 +106,7 @@ impl CustomOp1 for WindowAttention {
 
 /// Whether `qkv` can take the CPU op (else the caller uses Candle's ops).
 pub fn fits(qkv: &Tensor) -> bool {
-    qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 && qkv.is_contiguous() && qkv.dim(0).ok() == Some(1)
+    fast_path(qkv) && qkv.dim(0).ok() == Some(1)
 }
 
 #[cfg(test)]

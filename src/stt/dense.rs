@@ -10,12 +10,13 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::ops;
+use crate::cpu_kernels::{gemm_f32, Strided};
 
 /// Below this many multiply-adds one thread is quicker than waking the pool.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
@@ -70,36 +71,27 @@ impl Dense {
 
     fn run(&self, x: &Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
         match self {
-            Dense::Cpu { w_t, bias, in_dim, out_dim } if fits(x) && residual.is_none_or(fits) => {
+            Dense::Cpu { w_t, bias, in_dim, out_dim } => {
+                // The op takes contiguous rows (the model's activations already are; `contiguous`
+                // is then free). Another dtype cannot reach it: `new` keeps f32 weights only, and
+                // a model's activations have its weights' dtype.
                 let op = DenseOp { w_t, bias, in_dim: *in_dim, out_dim: *out_dim, gelu };
+                let x = x.contiguous()?;
                 match residual {
-                    Some(r) => x.apply_op2_no_bwd(r, &op),
+                    Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
                     None => x.apply_op1_no_bwd(&op),
                 }
             }
-            Dense::Cpu { w_t, bias, in_dim, out_dim } => {
-                // A tensor the op does not take (another dtype or layout): the same arithmetic
-                // in Candle ops.
-                let w_t = Tensor::from_slice(w_t, (*in_dim, *out_dim), &Device::Cpu)?;
-                let b = Tensor::from_slice(bias, *out_dim, &Device::Cpu)?;
-                let y = x.to_dtype(DType::F32)?.broadcast_matmul(&w_t)?.broadcast_add(&b)?;
-                finish(y, residual, gelu)
+            Dense::Candle(linear) => {
+                let y = linear.forward(x)?;
+                let y = if gelu { ops::gelu_erf(&y)? } else { y };
+                match residual {
+                    Some(r) => r + y,
+                    None => Ok(y),
+                }
             }
-            Dense::Candle(linear) => finish(linear.forward(x)?, residual, gelu),
         }
     }
-}
-
-fn finish(y: Tensor, residual: Option<&Tensor>, gelu: bool) -> Result<Tensor> {
-    let y = if gelu { ops::gelu_erf(&y)? } else { y };
-    match residual {
-        Some(r) => r + y,
-        None => Ok(y),
-    }
-}
-
-fn fits(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous()
 }
 
 struct DenseOp<'a> {
@@ -121,25 +113,12 @@ impl DenseOp<'_> {
         // SAFETY: x is rows x in, w_t in x out and dst rows x out, all row-major and exactly
         // that long (checked by the callers), and dst is not aliased.
         unsafe {
-            gemm::gemm(
-                rows,
-                self.out_dim,
-                self.in_dim,
-                dst.as_mut_ptr(),
-                1,
-                self.out_dim as isize,
+            gemm_f32(
+                (rows, self.out_dim, self.in_dim),
+                Strided::rows(dst.as_mut_ptr(), self.out_dim),
                 true,
-                x.as_ptr(),
-                1,
-                self.in_dim as isize,
-                self.w_t.as_ptr(),
-                1,
-                self.out_dim as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
+                Strided::rows(x.as_ptr(), self.in_dim),
+                Strided::rows(self.w_t.as_ptr(), self.out_dim),
                 parallelism,
             )
         }
@@ -217,6 +196,7 @@ impl CustomOp2 for DenseOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     /// The CPU op against Candle's `Linear` and ops, for each epilogue, with more rows than
     /// one thread takes and with a single row (a decoding step).

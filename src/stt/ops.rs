@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::widest;
+use crate::cpu_kernels::widest;
 
 /// Below this many elements threading costs more than it saves.
 pub(super) const PARALLEL_MIN: usize = 1 << 15;
@@ -157,7 +157,7 @@ pub(super) fn gelu_in_place(x: &mut [f32], row: usize) {
 }
 
 pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    crate::simd::contiguous_f32(storage, layout, "wick's Whisper CPU kernels")
+    crate::cpu_kernels::contiguous_f32(storage, layout, "wick's Whisper CPU kernels")
 }
 
 fn map_rows(src: &[f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
@@ -249,7 +249,8 @@ impl F16Matrix {
     }
 }
 
-fn fast_path(x: &Tensor) -> bool {
+/// Whether `x` can take wick's CPU ops: contiguous f32 on the CPU.
+pub(super) fn fast_path(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.is_contiguous()
 }
 

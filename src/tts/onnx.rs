@@ -173,15 +173,12 @@ impl OnnxWeights {
         // (the weights are converted into owned tensors). Model files are replaced by
         // rename, never rewritten in place, so the mapped file does not change under it.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::decode(bytes::Bytes::from_owner(map), path)
+        Self::from_bytes(bytes::Bytes::from_owner(map), path)
     }
 
-    /// Parses a model already in memory; `path` only names it in errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, OnnxError> {
-        Self::decode(bytes, path)
-    }
-
-    fn decode(bytes: impl bytes::Buf, path: &Path) -> Result<Self, OnnxError> {
+    /// Parses a model already in memory (a `Bytes` is sliced, not copied); `path` only names
+    /// it in errors.
+    pub fn from_bytes(bytes: impl bytes::Buf, path: &Path) -> Result<Self, OnnxError> {
         let path = path.to_path_buf();
         let model = ModelProto::decode(bytes).map_err(|source| OnnxError::Decode { path: path.clone(), source })?;
         let graph = model.graph.ok_or_else(|| OnnxError::NoGraph { path: path.clone() })?;
@@ -449,8 +446,8 @@ mod tests {
         AttributeProto { name: name.to_string(), ints: v.to_vec(), ..Default::default() }
     }
 
-    fn encode(graph: GraphProto) -> Vec<u8> {
-        ModelProto { graph: Some(graph) }.encode_to_vec()
+    fn encode(graph: GraphProto) -> bytes::Bytes {
+        ModelProto { graph: Some(graph) }.encode_to_vec().into()
     }
 
     #[test]
@@ -471,7 +468,7 @@ mod tests {
                 node("/enc_p/emb/Gather", "Gather", &["sid", "input"], vec![]),
             ],
         };
-        let w = OnnxWeights::from_bytes(&encode(graph), Path::new("test.onnx")).unwrap();
+        let w = OnnxWeights::from_bytes(encode(graph), Path::new("test.onnx")).unwrap();
         let dev = Device::Cpu;
         let weight = w.tensor_shaped("flow.flows.0.enc.in_layers.0.weight", &[2, 1, 3], &dev).unwrap();
         assert_eq!(weight.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1., 2., 3., 4., 5., 6.]);
@@ -487,7 +484,7 @@ mod tests {
             initializer: vec![f32_tensor("onnx::Conv_9", &[1, 1, 1], &[1.])],
             node: vec![node("Conv_17", "Conv", &["x", "onnx::Conv_9"], vec![])],
         };
-        let w = OnnxWeights::from_bytes(&encode(graph), Path::new("odd.onnx")).unwrap();
+        let w = OnnxWeights::from_bytes(encode(graph), Path::new("odd.onnx")).unwrap();
         let err = w.tensor("dec.conv_pre.weight", &Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("odd.onnx") && err.contains("dec.conv_pre.weight"), "{err}");
         assert!(err.contains("onnx::Conv_9"), "{err}");
@@ -498,7 +495,7 @@ mod tests {
         let mut t = f32_tensor("w", &[3], &[1., 2., 3.]);
         t.raw_data.truncate(8);
         let err =
-            OnnxWeights::from_bytes(&encode(GraphProto { initializer: vec![t], node: vec![] }), Path::new("m.onnx"))
+            OnnxWeights::from_bytes(encode(GraphProto { initializer: vec![t], node: vec![] }), Path::new("m.onnx"))
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("m.onnx") && err.contains("\"w\""), "{err}");

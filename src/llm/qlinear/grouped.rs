@@ -173,3 +173,56 @@ pub fn best<X>(
     }
     portable(group, xs, out)
 }
+
+/// An AVX2 tile's accumulators (lanes for rows 0–7 in `acc[0]`, rows 8–15 in `acc[1]`, one
+/// register per activation row) as sixteen sums per activation row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub fn avx2_sums<const R: usize>(acc: &[[std::arch::x86_64::__m256; R]; 2]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    let mut out = [[0.0f32; ROWS]; R];
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: each store writes eight floats inside a row of sixteen.
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), acc[0][r]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), acc[1][r]);
+        }
+    }
+    out
+}
+
+/// The entry points each repacked layout's module has, the same but for its activation type
+/// `$x`: `group_dots`, `out[t][r] = dot(row r of the group, xs[t])` with the widest of the
+/// module's kernels this CPU runs (its `AVX512` constant where the layout has one, then its
+/// `AVX2`, else `group_dots_portable`); with AVX-512, `group_dots_avx2_or_portable` for the
+/// tests to check it against; and `matmul_t`, `out[i][j] = dot(x[i], w[j])` for `repacked`
+/// groups of sixteen rows and then `tail` rows in GGUF blocks, the activations quantized by
+/// `$quantize` and the tail rows multiplied by `$tail_dots`.
+macro_rules! entry_points {
+    ($x:ty, $quantize:expr, $tail_dots:expr) => {
+        super::grouped::entry_points!(@group_dots group_dots, $x, None);
+        super::grouped::entry_points!(@matmul_t $x, $quantize, $tail_dots);
+    };
+    ($x:ty, $quantize:expr, $tail_dots:expr, avx512) => {
+        super::grouped::entry_points!(@group_dots group_dots, $x, Some(&AVX512));
+        #[cfg(test)]
+        super::grouped::entry_points!(@group_dots group_dots_avx2_or_portable, $x, None);
+        super::grouped::entry_points!(@matmul_t $x, $quantize, $tail_dots);
+    };
+    (@group_dots $name:ident, $x:ty, $avx512:expr) => {
+        pub fn $name(group: &[u8], xs: &[&[$x]], out: &mut [[f32; ROWS]]) {
+            #[cfg(target_arch = "x86_64")]
+            return super::grouped::best(group, xs, out, $avx512, &AVX2, group_dots_portable);
+            #[cfg(not(target_arch = "x86_64"))]
+            group_dots_portable(group, xs, out)
+        }
+    };
+    (@matmul_t $x:ty, $quantize:expr, $tail_dots:expr) => {
+        pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+            let xq = $quantize(x);
+            let xs: Vec<&[$x]> = xq.chunks_exact(k / SIZES.block).collect();
+            SIZES.matmul((repacked, tail), &xs, k, out, group_dots, $tail_dots);
+        }
+    };
+}
+pub(super) use entry_points;

@@ -148,12 +148,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
             }
         }
     }
-    let mut out = [[0.0f32; ROWS]; R];
-    for r in 0..R {
-        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[0][r]);
-        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), acc[1][r]);
-    }
-    out
+    grouped::avx2_sums(&acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -163,29 +158,4 @@ const AVX512: Kernels<Q8, 8> = unsafe { Kernels::new(group_avx512::<8>, group_av
 // SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
 const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
 
-/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`: eight
-/// activation rows a call on AVX-512 (its unpacked weight registers and the rows' sums fill
-/// the 32 registers), four on AVX2.
-pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
-    #[cfg(target_arch = "x86_64")]
-    return grouped::best(group, xs, out, Some(&AVX512), &AVX2, group_dots_portable);
-    #[cfg(not(target_arch = "x86_64"))]
-    group_dots_portable(group, xs, out)
-}
-
-/// [`group_dots`] without AVX-512: what the tests check the AVX-512 kernel against.
-#[cfg(test)]
-pub fn group_dots_avx2_or_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
-    #[cfg(target_arch = "x86_64")]
-    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
-    #[cfg(not(target_arch = "x86_64"))]
-    group_dots_portable(group, xs, out)
-}
-
-/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
-/// GGUF blocks.
-pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
-    let xq = q4_1::quantize(x);
-    let xs: Vec<&[Q8]> = xq.chunks_exact(k / SIZES.block).collect();
-    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, q4_1::dots);
-}
+super::grouped::entry_points!(Q8, q4_1::quantize, q4_1::dots, avx512);

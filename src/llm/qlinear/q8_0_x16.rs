@@ -102,12 +102,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
             }
         }
     }
-    let mut out = [[0.0f32; ROWS]; R];
-    for r in 0..R {
-        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[0][r]);
-        _mm256_storeu_ps(out[r].as_mut_ptr().add(8), acc[1][r]);
-    }
-    out
+    grouped::avx2_sums(&acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -115,14 +110,6 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
 // 16h) and an activation block (four bytes from 4t <= 28); prefetches may point past the group
 // and do not fault.
 const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
-
-/// `out[t][r] = dot(row r of the group, xs[t])` for a group's blocks in `group`.
-pub fn group_dots(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
-    #[cfg(target_arch = "x86_64")]
-    return grouped::best(group, xs, out, None, &AVX2, group_dots_portable);
-    #[cfg(not(target_arch = "x86_64"))]
-    group_dots_portable(group, xs, out)
-}
 
 /// The dot product of one GGUF Q8_0 row with activations: for the at most fifteen rows past
 /// the last group, so plain code.
@@ -137,14 +124,8 @@ pub fn row_dot(w: &[u8], x: &[Q8]) -> f32 {
         .sum()
 }
 
-/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows, then `tail` rows in
-/// GGUF blocks.
-pub fn matmul_t(repacked: &[u8], tail: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
-    let xq = super::q4_1::quantize(x);
-    let xs: Vec<&[Q8]> = xq.chunks_exact(k / SIZES.block).collect();
-    SIZES.matmul((repacked, tail), &xs, k, out, group_dots, |row, xs, out| {
-        for (o, x) in out.iter_mut().zip(xs) {
-            *o = row_dot(row, x);
-        }
-    });
-}
+super::grouped::entry_points!(Q8, super::q4_1::quantize, |row, xs, out| {
+    for (o, x) in out.iter_mut().zip(xs) {
+        *o = row_dot(row, x);
+    }
+});

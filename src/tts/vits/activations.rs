@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::layers::split_channels;
-use crate::simd::{contiguous_f32, widest};
+use crate::cpu_kernels::{contiguous_f32, widest};
 
 /// Below this many elements a single thread is faster than fanning out.
 const PARALLEL_MIN: usize = 1 << 15;

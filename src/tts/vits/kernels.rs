@@ -18,6 +18,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activations::{axpy, leaky_relu_into};
+use crate::cpu_kernels::{gemm_f32, SharedOut, Strided};
 
 /// Up to this many output channels, a block skips the matrix product (see `block_direct`).
 const DIRECT_MAX_OUT: usize = 2;
@@ -96,7 +97,7 @@ impl UnfoldedConv {
         let blocks = out_len.div_ceil(max_block).div_ceil(threads) * threads;
         let block = out_len.div_ceil(blocks).max(1);
         let blocks = out_len.div_ceil(block);
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedOut::new(&mut out);
         let run_block = |b: usize, col: &mut Vec<f32>, parallelism: Parallelism| {
             let t0 = b * block;
             let n = block.min(out_len - t0);
@@ -114,25 +115,12 @@ impl UnfoldedConv {
             // which outlives this call. Blocks write disjoint columns, so concurrent blocks
             // never touch the same element.
             unsafe {
-                gemm::gemm(
-                    n,
-                    c_out,
-                    width,
-                    dst.at(t0),
-                    out_len as isize,
-                    1,
+                gemm_f32(
+                    (n, c_out, width),
+                    Strided { ptr: dst.at(t0), row: 1, col: out_len },
                     residual.is_some(),
-                    col.as_ptr(),
-                    n as isize,
-                    1,
-                    matrix.as_ptr(),
-                    width as isize,
-                    1,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
+                    Strided { ptr: col.as_ptr(), row: 1, col: n },
+                    Strided { ptr: matrix.as_ptr(), row: 1, col: width },
                     parallelism,
                 )
             }
@@ -226,24 +214,8 @@ impl UnfoldedConv {
     }
 }
 
-/// The output buffer shared by the blocks, which write disjoint columns of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: see `compute`: every block writes its own columns only.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
 fn contiguous_f32<'a>((storage, layout): (&'a CpuStorage, &Layout)) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("the voice's CPU convolution takes contiguous f32 tensors"),
-    }
+    crate::cpu_kernels::contiguous_f32(storage, layout, "the voice's CPU convolution")
 }
 
 impl CustomOp2 for UnfoldedConv {
