@@ -1,7 +1,7 @@
 //! What the Whisper and voice CPU kernels share (the LLM's quantized kernels have their own in
 //! `llm::qlinear`).
 //!
-//! - `widest!`: the run-time choice of vector width. The release build targets baseline
+//! - `vector_tier` and `widest!`: the run-time choice of vector width. The release build targets baseline
 //!   x86-64 (SSE2), which would leave a loop 4 floats wide; the macro compiles the same body a
 //!   second and third time for AVX2+FMA and AVX-512 and picks the widest the CPU has. The
 //!   bodies are plain loops the compiler vectorises, written so that no tier reassociates or
@@ -12,6 +12,32 @@
 
 use candle_core::{CpuStorage, Layout, Result};
 use gemm::Parallelism;
+
+/// The vector units the kernels here are compiled for, widest first. Only x86-64 has tiers;
+/// elsewhere `vector_tier` is `None` and portable code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// AVX-512F (with AVX2 and FMA).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 with FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// The widest tier this CPU has, if any.
+pub fn vector_tier() -> Option<Tier> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Tier::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Some(Tier::Avx2);
+        }
+    }
+    None
+}
 
 /// `$vis fn $name(args) $body`, dispatched to the widest vector unit present.
 macro_rules! widest {
@@ -30,13 +56,12 @@ macro_rules! widest {
                 unsafe fn wide($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                match $crate::cpu_kernels::vector_tier() {
                     // SAFETY: the CPU has the features `widest` is compiled for.
-                    return unsafe { widest($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    Some($crate::cpu_kernels::Tier::Avx512) => return unsafe { widest($($arg),*) },
                     // SAFETY: the CPU has the features `wide` is compiled for.
-                    return unsafe { wide($($arg),*) };
+                    Some($crate::cpu_kernels::Tier::Avx2) => return unsafe { wide($($arg),*) },
+                    None => {}
                 }
             }
             body($($arg),*)
@@ -118,6 +143,11 @@ unsafe impl Sync for SharedOut {}
 impl SharedOut {
     pub fn new(buffer: &mut [f32]) -> Self {
         Self(buffer.as_mut_ptr())
+    }
+
+    /// Over memory not yet written (a `Vec`'s spare capacity), which the users fill whole.
+    pub fn uninit(buffer: &mut [std::mem::MaybeUninit<f32>]) -> Self {
+        Self(buffer.as_mut_ptr().cast())
     }
 
     /// The element at `offset`. A method, not a field access, so that closures capture the

@@ -62,8 +62,9 @@ impl RelativeAttention {
         })
     }
 
-    /// Self-attention over `x` `[1, channels, t]` (one sequence, no padding).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x` plus self-attention over `x` `[1, channels, t]` (one sequence, no padding); the
+    /// residual is added by the output projection's kernel.
+    pub fn forward_residual(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, t) = x.dims3()?;
         let heads = |y: Tensor| y.reshape((b, self.heads, self.head_dim, t))?.transpose(2, 3)?.contiguous();
         let (q, k, v) = match &self.projections {
@@ -91,7 +92,7 @@ impl RelativeAttention {
         let out = (out + per_offset.contiguous()?.broadcast_matmul(&band(&self.emb_rel_v)?)?)?;
 
         let out = out.transpose(2, 3)?.reshape((b, c, t))?;
-        self.conv_o.forward(&out)
+        self.conv_o.forward_fused(&out, None, Some(x))
     }
 }
 

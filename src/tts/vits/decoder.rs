@@ -54,11 +54,16 @@ impl Decoder {
             ));
         }
         let per_stage = blocks / ups;
+        // A stage ends in the mean of its residual blocks; the next layer takes the sum and
+        // divides through its weights (leaky ReLU commutes with a positive scale), which
+        // saves a pass over the audio-rate signal per stage.
+        let mean = 1.0 / per_stage as f64;
         let mut channels = initial;
         let mut stages = Vec::with_capacity(ups);
         let mut hop = 1;
         for i in 0..ups {
-            let upsample = ConvTranspose1d::load(w, &format!("dec.ups.{i}"), channels, device)?;
+            let scale = if i == 0 { 1.0 } else { mean };
+            let upsample = ConvTranspose1d::load(w, &format!("dec.ups.{i}"), channels, scale, device)?;
             hop *= w.conv_attrs(&format!("dec.ups.{i}"))?.stride;
             channels = upsample.out_channels();
             let resblocks = (0..per_stage)
@@ -66,7 +71,7 @@ impl Decoder {
                 .collect::<std::result::Result<_, _>>()?;
             stages.push(Stage { upsample, resblocks });
         }
-        let conv_post = Conv1d::load(w, "dec.conv_post", channels, 1, device)?;
+        let conv_post = Conv1d::load(w, "dec.conv_post", channels, 1, device)?.scaled_input(mean)?;
         Ok(Self { conv_pre, cond, stages, conv_post, hop })
     }
 
@@ -89,7 +94,8 @@ impl Decoder {
                     None => y,
                 });
             }
-            x = (sum.expect("a stage has residual blocks") / stage.resblocks.len() as f64)?;
+            // The sum, not the mean: the next layer's weights divide (see `load`).
+            x = sum.expect("a stage has residual blocks");
         }
         activations::tanh(&self.conv_post.forward_fused(&x, Some(FINAL_SLOPE), None)?)
     }

@@ -93,6 +93,30 @@ impl Conv1d {
         Ok(Self { kernel, ..*self })
     }
 
+    /// This convolution applied to its input multiplied by `factor` (> 0): the weights are
+    /// scaled, the bias is not. With leaky ReLU in front, `conv(lrelu(c·x)) = conv'(lrelu(x))`
+    /// for c > 0, so a scale on the input can move into the weights.
+    pub fn scaled_input(&self, factor: f64) -> Result<Self> {
+        let kernel = match &self.kernel {
+            Kernel::Unfolded { matrix } => {
+                let width = matrix.dim(1)?;
+                let weights = (matrix.narrow(1, 0, width - 1)? * factor)?;
+                Kernel::Unfolded { matrix: Tensor::cat(&[&weights, &matrix.narrow(1, width - 1, 1)?], 1)? }
+            }
+            Kernel::Depthwise { taps, bias } => {
+                Kernel::Depthwise { taps: taps.iter().map(|t| t * factor).collect::<Result<_>>()?, bias: bias.clone() }
+            }
+            Kernel::General { weight, bias } => Kernel::General { weight: (weight * factor)?, bias: bias.clone() },
+        };
+        Ok(Self { kernel, ..*self })
+    }
+
+    /// This convolution with `extra` more zero padding on both sides than the graph gives
+    /// it: for blocks that pad the input themselves, so the kernel pads instead of a copy.
+    pub fn padded(&self, extra: usize) -> Self {
+        Self { attrs: ConvAttrs { padding: self.attrs.padding + extra, ..self.attrs }, ..self.clone() }
+    }
+
     /// One convolution giving the outputs of `convs` stacked on the channel axis, when
     /// they read the same input the same way (same kernel, padding, dilation) as dense
     /// convolutions; `None` otherwise.

@@ -30,6 +30,7 @@ mod layers;
 mod norm;
 mod spline;
 mod text_encoder;
+mod tiled_conv;
 mod upsample;
 
 use std::path::PathBuf;

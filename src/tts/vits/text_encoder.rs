@@ -99,34 +99,59 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.norm_1.forward(&(x + self.attention.forward(x)?)?)?;
-        self.norm_2.forward(&(&x + self.ffn.forward(&x)?)?)
+        let x = self.norm_1.forward(&self.attention.forward_residual(x)?)?;
+        self.norm_2.forward(&self.ffn.forward_residual(&x)?)
     }
 }
 
-/// Two convolutions with a ReLU between, "same" length: the graph's convolutions have no
-/// padding of their own, the block pads (k-1)/2 before and k/2 after.
+/// Two convolutions with a ReLU between, each "same" length.
 #[derive(Debug, Clone)]
 struct FeedForward {
-    conv_1: Conv1d,
-    conv_2: Conv1d,
+    conv_1: SameConv,
+    conv_2: SameConv,
 }
 
 impl FeedForward {
     fn load(w: &OnnxWeights, module: &str, hidden: usize, device: &Device) -> std::result::Result<Self, VitsError> {
         let filter = dim_of(w, &format!("{module}.conv_1.weight"), 0)?;
         Ok(Self {
-            conv_1: Conv1d::load(w, &format!("{module}.conv_1"), hidden, filter, device)?,
-            conv_2: Conv1d::load(w, &format!("{module}.conv_2"), filter, hidden, device)?,
+            conv_1: SameConv::new(Conv1d::load(w, &format!("{module}.conv_1"), hidden, filter, device)?),
+            conv_2: SameConv::new(Conv1d::load(w, &format!("{module}.conv_2"), filter, hidden, device)?),
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let same = |conv: &Conv1d, x: &Tensor| {
-            let k = conv.kernel_size();
-            conv.forward(&x.pad_with_zeros(2, (k - 1) / 2, k / 2)?)
-        };
-        let h = same(&self.conv_1, x)?.relu()?;
-        same(&self.conv_2, &h)
+    /// `x + ffn(x)`: the ReLU is the second convolution's input activation (a leaky ReLU of
+    /// slope 0) and the residual its output's, both fused into the CPU kernel.
+    fn forward_residual(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv_1.forward_fused(x, None, None)?;
+        self.conv_2.forward_fused(&h, Some(0.0), Some(x))
+    }
+}
+
+/// A convolution kept at its input's length as VITS does it: the graph's convolution has no
+/// padding of its own, the block pads (k-1)/2 before and k/2 after. For odd kernels that is
+/// symmetric and the convolution pads itself (`Conv1d::padded`), without a copy.
+#[derive(Debug, Clone)]
+struct SameConv {
+    conv: Conv1d,
+    /// Zeros before and after that the input still gets by a copy (even kernels).
+    copy_pad: Option<(usize, usize)>,
+}
+
+impl SameConv {
+    fn new(conv: Conv1d) -> Self {
+        let k = conv.kernel_size();
+        if k % 2 == 1 {
+            Self { conv: conv.padded(k / 2), copy_pad: None }
+        } else {
+            Self { conv, copy_pad: Some(((k - 1) / 2, k / 2)) }
+        }
+    }
+
+    fn forward_fused(&self, x: &Tensor, slope: Option<f64>, residual: Option<&Tensor>) -> Result<Tensor> {
+        match self.copy_pad {
+            None => self.conv.forward_fused(x, slope, residual),
+            Some((before, after)) => self.conv.forward_fused(&x.pad_with_zeros(2, before, after)?, slope, residual),
+        }
     }
 }

@@ -33,15 +33,18 @@ struct Polyphase {
 }
 
 impl ConvTranspose1d {
+    /// Loads module `module`, taking `in_channels`, applied to its input multiplied by
+    /// `input_scale` (> 0; folded into the weights, see `Conv1d::scaled_input`).
     pub fn load(
         w: &OnnxWeights,
         module: &str,
         in_channels: usize,
+        input_scale: f64,
         device: &Device,
     ) -> std::result::Result<Self, VitsError> {
         let name = format!("{module}.weight");
         let attrs = w.conv_attrs(module)?;
-        let weight = w.tensor(&name, device)?;
+        let weight = (w.tensor(&name, device)? * input_scale)?;
         let dims = weight.dims().to_vec();
         if dims.len() != 3 || dims[0] != in_channels || attrs.groups != 1 || attrs.dilation != 1 {
             return Err(VitsError::arch(
