@@ -74,6 +74,7 @@ export WICK_SHARED          := $(SHARED)
 export WICK_PIPER_REFERENCE := $(PIPER_REF)
 
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference llama3-text llama-cpp compare-llm \
+        llm-parity-spread \
         voice-peers compare-voice \
         cuda-check cross cross-deps test-aarch64 print-models-dir \
         image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test \
@@ -157,6 +158,13 @@ test: models piper-reference llama3-text llama-cpp
 COMPARE_ARGS ?=
 compare-llm: build models llama3-text llama-cpp
 	WICK=$(WICK) tools/compare-llm $(COMPARE_ARGS)
+
+# How closely llama.cpp itself matches the greedy-parity reference when built for AVX2 and for
+# this CPU's AVX-512 (tools/llama_cpp/parity-spread): the yardstick for wick's parity rule.
+# Builds llama.cpp twice the first time (minutes, cached); needs an AVX-512 x86-64 CPU.
+llm-parity-spread: models llama3-text
+	tools/llama_cpp/parity-spread $(LLAMA3_TEXT) $(MODELS_DIR) $(SHARED)/reference/llm/smollm2-135m-q4_1.json \
+	  $(WICK_CACHE)/llama-parity-$(call hash,tools/llama_cpp/parity-spread tools/llama_cpp/greedy.c tools/llama3_text/fetch.py)
 
 # wick's speech to text and voice against faster-whisper and piper-tts on this machine
 # (tools/compare-voice): whole-command and engine seconds, with ratios. COMPARE_ARGS as above.
