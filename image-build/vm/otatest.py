@@ -11,6 +11,12 @@ the appliance answers, the owner's settings on /data first cap answers at 4 toke
 vm-test` checks the answers themselves). `--jobs 2` runs two VMs at once; on two cores that
 made every step about twice as slow and RAUC's streaming time out, so the default is one.
 
+A boot under TCG costs a minute or more, so a scenario that passed and left the VM in a state
+it checked hands that VM on to the next one instead of a fresh copy: the two refusals (slot B
+checked untouched) go on to `update`, and `stream` (its bundle installed in B, /data listed
+before) goes on to `data-kept`, which reboots into the streamed slot. Run alone, or after a
+failure, each of them boots a fresh copy as before.
+
 Usage: otatest.py IMAGE CLIP BUNDLES_DIR REPORT [--rundir DIR] [--kvm] [--jobs N] [--only NAME,...]
 """
 
@@ -46,8 +52,13 @@ GRUBENV = "/boot/efi/EFI/BOOT/grubenv"
 CUT_AFTER_BYTES = 200 << 20
 # The owner's setting that keeps answers short where a scenario only shows that one comes.
 SHORT_ANSWERS = "printf '# OTA test: short answers\\n[llm]\\nmax_tokens = 4\\n' > /data/wick/wick.toml && chown wick:wick /data/wick/wick.toml"
-ORDER = ["update", "bad-update-rolls-back", "no-boot-rolls-back", "wrong-key", "wrong-board", "power-cut",
-         "data-kept", "stream"]
+ORDER = ["wrong-key", "wrong-board", "update", "bad-update-rolls-back", "no-boot-rolls-back", "power-cut",
+         "stream", "data-kept"]
+# What data-kept compares before and after an update: every file of the models and settings.
+DATA_LISTING = "cd /data && find models wick -type f -print0 | sort -z | xargs -0 sha256sum"
+# The owner's setting data-kept looks for on the new slot.
+KEPT_SETTING = ("printf '# kept across updates (OTA test)\\n[llm]\\nmax_tokens = 14\\n' > /data/wick/wick.toml"
+                " && chown wick:wick /data/wick/wick.toml")
 
 
 # The line GRUB prints as it starts a menu entry (grub.cfg.in's titles).
@@ -77,6 +88,10 @@ class Ota:
         self.report = Report(report, ORDER)
         self.local = threading.local()  # each scenario's VM, on the thread that runs it
         self.media = self.rundir / "bundles.img"
+        # Handing a VM on works only when the scenarios run one after another.
+        self.hand_on = True
+        # Whether stream lists /data for data-kept (set by main from the chosen scenarios).
+        self.hands_data_on = True
 
     @property
     def vm(self) -> Vm | None:
@@ -87,12 +102,29 @@ class Ota:
         self.local.vm = vm
 
     # ---- the harness ----
-    def record(self, name: str, fn) -> None:
+    def record(self, name: str, fn, hand_on: bool = False) -> None:
+        """Runs a scenario. With `hand_on`, its VM (and what it noted in `self.local.handed`)
+        stays up for the next scenario when it passed; otherwise, or when it failed, the VM goes."""
+        def run() -> dict:
+            figures = fn()
+            self.local.keep = hand_on and self.hand_on
+            return figures
+
         def stop() -> None:
-            if self.vm is not None:
+            if self.vm is not None and not getattr(self.local, "keep", False):
                 self.vm.kill()  # each scenario's disk is thrown away: no need to shut down
                 self.vm = None
-        self.report.record(name, fn, on_failure=lambda: self.vm.console_tail() if self.vm else "", finally_=stop)
+                self.local.handed = {}
+            self.local.keep = False
+        self.report.record(name, run, on_failure=lambda: self.vm.console_tail() if self.vm else "", finally_=stop)
+
+    def handed_on(self) -> dict | None:
+        """What the scenario before left for this one, with its VM; None when there is no such VM."""
+        handed = getattr(self.local, "handed", None)
+        if self.vm is None or handed is None:
+            return None
+        self.local.handed = {}
+        return handed
 
     def make_media(self) -> None:
         """The bundles on an ext4 disk image (no mounts on the host: mkfs.ext4 -d)."""
@@ -110,6 +142,10 @@ class Ota:
 
     def boot(self, name: str, http_bundle: str | None = None) -> tuple[Vm, Appliance]:
         """A fresh copy of the image, powered on, with the bundle stick attached and mounted."""
+        if self.vm is not None:  # handed on, but this scenario wants a fresh copy
+            self.vm.kill()
+            self.vm = None
+        self.local.handed = {}
         http_cmd = None
         if http_bundle:
             http_cmd = [sys.executable, str(HERE / "rangeserve.py"), str(self.bundles / http_bundle),
@@ -254,7 +290,9 @@ class Ota:
 
     # ---- the scenarios ----
     def update_scenario(self) -> dict:
-        vm, app = self.boot("update")
+        if self.handed_on() is None:
+            self.boot("update")
+        app = Appliance(self.vm)
         self.sh(SHORT_ANSWERS)
         factory = self.image_version()
         app.wait_ready(READY_TIMEOUT)
@@ -282,7 +320,8 @@ class Ota:
         again = self.wait_gate()
         self.expect("the gate's verdict at the second boot of B", again["verdict"], "confirmed")
         answer = self.ask(app)
-        return {"factory_version": factory, "new_version": version, "install_s": round(install_s, 1),
+        return {"vm": self.vm.rundir.name, "factory_version": factory, "new_version": version,
+                "install_s": round(install_s, 1),
                 "reboot_to_agent_s": round(reboot_s, 1), "gate_s": gate["elapsed_s"],
                 "self_test": {k: gate["self_test"][k] for k in ("transcript", "reply", "turn_s", "load_s")},
                 "reboot_to_marked_good_s": round(gate_done_s, 1),
@@ -354,7 +393,8 @@ class Ota:
                 "b_other_panics": other, "grubenv": env, "gate": gate["problems"]}
 
     def refused(self, name: str, bundle: str, message: str) -> dict:
-        vm, app = self.boot(name)
+        if self.handed_on() is None:
+            self.boot(name)
         rc, out, took = self.update(f"{MEDIA_IN_VM}/{bundle}")
         if rc == 0:
             raise VmError(f"wick update installed {bundle}:\n{out}")
@@ -364,7 +404,7 @@ class Ota:
         self.expect("booted slot", self.booted(), "A")
         said = next((line for line in out.splitlines() if line.startswith("wick: error:")), out.strip())
         return {"exit_status": rc, "message": said, "seconds": round(took, 1),
-                "slot_b_written": False}
+                "slot_b_written": False, "vm": self.vm.rundir.name}
 
     def wrong_key(self) -> dict:
         return self.refused("wrong-key", "otherkey.raucb", "signature verification failed")
@@ -416,17 +456,20 @@ class Ota:
                 "slot_b": slots["B"]}
 
     def data_kept(self) -> dict:
-        vm, app = self.boot("data-kept")
-        listing = ("cd /data && find models wick -type f -print0 | sort -z | xargs -0 sha256sum")
-        self.sh("printf '# kept across updates (OTA test)\\n[llm]\\nmax_tokens = 14\\n' > /data/wick/wick.toml"
-                " && chown wick:wick /data/wick/wick.toml")
-        before = self.sh(listing, timeout=600)
-        rc, out, _ = self.update(f"{MEDIA_IN_VM}/next.raucb")
-        if rc != 0:
-            raise VmError(f"wick update failed ({rc}):\n{out}")
+        handed = self.handed_on()
+        if handed and "data_before" in handed:
+            before, installed_by = handed["data_before"], "stream (over HTTP)"
+        else:
+            self.boot("data-kept")
+            self.sh(KEPT_SETTING)
+            before = self.sh(DATA_LISTING, timeout=600)
+            rc, out, _ = self.update(f"{MEDIA_IN_VM}/next.raucb")
+            if rc != 0:
+                raise VmError(f"wick update failed ({rc}):\n{out}")
+            installed_by = "data-kept (from the stick)"
         self.reboot()
         self.expect("booted slot", self.booted(), "B")
-        after = self.sh(listing, timeout=600)
+        after = self.sh(DATA_LISTING, timeout=600)
         if before != after:
             raise VmError(f"/data changed across the update:\nbefore:\n{before}\nafter:\n{after}")
         doctor = self.vm.agent.run("wick doctor")[1]
@@ -436,10 +479,14 @@ class Ota:
         if boots < 2:
             raise VmError(f"the journal of the boot before the update is gone ({boots} boot listed)")
         return {"files_compared": len(before.splitlines()), "identical": True, "journal_boots": boots,
-                "version": self.image_version()}
+                "version": self.image_version(), "installed_by": installed_by, "vm": self.vm.rundir.name}
 
     def stream(self) -> dict:
-        vm, app = self.boot("stream", http_bundle="next.raucb")
+        self.boot("stream", http_bundle="next.raucb")
+        if self.hands_data_on:
+            # data-kept goes on from here: the owner's files as they are before the update.
+            self.sh(KEPT_SETTING)
+            self.local.handed = {"data_before": self.sh(DATA_LISTING, timeout=600)}
         iface = self.sh("ls /sys/class/net | grep -v '^lo$' | head -1").strip()
         self.sh(f"ip link set {iface} up && ip addr add 10.0.2.15/24 dev {iface}")
         tmp_before = self.sh("df --output=used -k /tmp /run /var | awk 'NR > 1 {s += $1} END {print s}'").strip()
@@ -486,28 +533,37 @@ def main() -> int:
     t = Ota(args.image, args.clip, args.bundles, args.report, args.rundir, args.kvm)
     t.rundir.mkdir(parents=True, exist_ok=True)
     t.make_media()
+    # (name, scenario, whether it hands its VM on to the next one when it passes)
     scenarios = [
-        ("update", t.update_scenario),
-        ("bad-update-rolls-back", t.bad_update),
-        ("no-boot-rolls-back", t.no_boot),
-        ("wrong-key", t.wrong_key),
-        ("wrong-board", t.wrong_board),
-        ("power-cut", t.power_cut),
-        ("data-kept", t.data_kept),
-        ("stream", t.stream),
+        ("wrong-key", t.wrong_key, True),
+        ("wrong-board", t.wrong_board, True),
+        ("update", t.update_scenario, False),
+        ("bad-update-rolls-back", t.bad_update, False),
+        ("no-boot-rolls-back", t.no_boot, False),
+        ("power-cut", t.power_cut, False),
+        ("stream", t.stream, True),
+        ("data-kept", t.data_kept, False),
     ]
+    assert [name for name, _, _ in scenarios] == ORDER
     only = set(args.only.split(",")) if args.only else None
-    if only and only - {n for n, _ in scenarios}:
-        print(f"otatest: no scenario {', '.join(sorted(only - {n for n, _ in scenarios}))}", file=sys.stderr)
+    if only and only - set(ORDER):
+        print(f"otatest: no scenario {', '.join(sorted(only - set(ORDER)))}", file=sys.stderr)
         return 2
-    chosen = [(name, fn) for name, fn in scenarios if only is None or name in only]
+    chosen = [s for s in scenarios if only is None or s[0] in only]
+    # One worker runs them in order, so a VM handed on always reaches the next scenario (which
+    # uses it or stops it); the last one has nobody to hand to.
+    t.hand_on = args.jobs <= 1
+    t.hands_data_on = t.hand_on and "data-kept" in {name for name, _, _ in chosen}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for future in [pool.submit(t.record, name, fn) for name, fn in chosen]:
+        futures = [pool.submit(t.record, name, fn, hand_on and i + 1 < len(chosen))
+                   for i, (name, fn, hand_on) in enumerate(chosen)]
+        for future in futures:
             future.result()
     failed = t.report.failed()
     print(f"ota-test: {len(t.report.results) - len(failed)} of {len(t.report.results)} scenarios passed; report: {args.report}")
     if failed:
-        print(f"ota-test: failed: {', '.join(failed)} (consoles: {args.rundir}/NAME/console.log)", file=sys.stderr)
+        print(f"ota-test: failed: {', '.join(failed)} (consoles: {args.rundir}/NAME/console.log, NAME being the "
+              f"scenario that booted the VM)", file=sys.stderr)
     return 1 if failed else 0
 
 
