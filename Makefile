@@ -309,7 +309,7 @@ bundle: image-deps models dev-pki $(TWIN_BASE)
 OTA_SCENARIOS ?=
 ota-test: image-amd64
 	image-build/vm/ota-bundles.sh $(TWIN) $(TWIN_BASE) $(WICK) $(VERSION) target/ota-test/bundles
-	image-build/vm/otatest.py $(TWIN_IMG) $(VM_CLIP) target/ota-test/bundles target/ota-test/report.json \
+	image-build/vm/otatest.py $(TWIN_IMG) target/ota-test/bundles target/ota-test/report.json \
 	  --rundir target/ota-test/run $(VM_FLAGS) $(if $(OTA_SCENARIOS),--only $(OTA_SCENARIOS))
 
 # ---- The Jetson image ----

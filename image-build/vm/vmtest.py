@@ -30,8 +30,9 @@ ASK_TIMEOUT = 900
 WATCHDOG_S = 30
 CLIP_IN_VM = "/tmp/question.wav"
 SECURITY_LIMIT = 2.0
-SCENARIOS = ["boot", "unprivileged", "ask-gpio", "ask-socket", "barge-in", "unplug", "crash", "hang", "reboot-persists",
-             "ask-evdev"]
+# A spoken turn costs minutes under TCG, so each one shows as much as it can: barge-in's first
+# question is asked through the control socket (the third button) and cut by the GPIO one.
+SCENARIOS = ["boot", "unprivileged", "ask-gpio", "barge-in", "unplug", "crash", "hang", "reboot-persists", "ask-evdev"]
 
 
 class Scenarios:
@@ -159,7 +160,9 @@ class Scenarios:
             raise VmError(f"the spoken answer was not cut by the press: {turns}")
         if turns[0].get("first_sample_played_s") is None:
             raise VmError(f"the press came before the answer was heard: {turns[0]}")
-        return {"press_to_listening_s": round(to_listening, 2),
+        if not words(turns[0].get("transcript", "")):
+            raise VmError(f"the question asked through the socket was not heard: {turns[0]}")
+        return {"socket_turn_transcript": turns[0].get("transcript"), "press_to_listening_s": round(to_listening, 2),
                 "release_to_first_sample_s": turns[0].get("first_sample_played_s"),
                 "cut_reply": turns[0].get("reply"),
                 "next_turn": turns[1].get("outcome") if len(turns) > 1 else None}
@@ -197,12 +200,12 @@ class Scenarios:
         return fig
 
     def crash(self) -> dict:
+        """wick killed outright: systemd starts it again, to READY (models loaded, sound devices
+        open); ask-evdev asks a wick started afresh."""
         pid = self.app.main_pid()
         self.vm.agent.check(f"kill -9 {pid}")
         waited = self.app.wait_ready(READY_TIMEOUT, not_pid=pid)
-        fig = self.ask("socket", "crash")
-        fig.update(restart_to_ready_s=round(waited, 1))
-        return fig
+        return {"restart_to_ready_s": round(waited, 1), "killed_pid": pid, "new_pid": self.app.main_pid()}
 
     def hang(self) -> dict:
         pid = self.app.main_pid()
@@ -283,7 +286,6 @@ def main() -> int:
         ("boot", s.boot),
         ("unprivileged", s.unprivileged),
         ("ask-gpio", lambda: s.ask("gpio")),
-        ("ask-socket", lambda: s.ask("socket")),
         ("barge-in", s.barge_in),
         ("unplug", s.unplug),
         ("crash", s.crash),
