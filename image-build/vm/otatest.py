@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`make ota-test`: over-the-air updates of the twin in QEMU, each scenario from a fresh copy of
-the image or from a VM another scenario handed on (below), through the real path: `wick update` -> RAUC -> GRUB's environment -> a reboot ->
-wick's health gate. The bundles (ota-bundles.sh) reach the VM on a read-only second disk, as
-on a USB stick, or, for `stream`, from an HTTP server QEMU runs for the VM's connections.
+the image or in a VM another scenario handed on (below), through the real path: `wick update`
+-> RAUC -> GRUB's environment -> a reboot -> wick's health gate. The bundles (ota-bundles.sh)
+reach the VM on a read-only second disk, as on a USB stick, or, for `stream`, from an HTTP
+server QEMU runs for the VM's connections.
 Writes one entry per scenario (name, passed, figures, and why it failed) to the report, also
 when a scenario fails; exits non-zero when any did.
 
@@ -481,7 +482,8 @@ class Ota:
         if rc != 0:
             raise VmError(f"wick update over HTTP failed ({rc}):\n{out}")
         tmp_after = self.sh("df --output=used -k /tmp /run /var | awk 'NR > 1 {s += $1} END {print s}'").strip()
-        log = [json.loads(line) for line in (self.rundir / "stream" / "http.log").read_text().splitlines()]
+        # The log of the server this VM was started with (power-cut's, when it handed the VM on).
+        log = [json.loads(line) for line in (self.vm.rundir / "http.log").read_text().splitlines()]
         size = (self.bundles / "next.raucb").stat().st_size
         sent = sum(e.get("bytes", 0) for e in log)
         ranged = [e for e in log if e.get("status") == 206]
