@@ -160,7 +160,7 @@ class Scenarios:
             raise VmError(f"the spoken answer was not cut by the press: {turns}")
         if turns[0].get("first_sample_played_s") is None:
             raise VmError(f"the press came before the answer was heard: {turns[0]}")
-        if not words(turns[0].get("transcript", "")):
+        if not words(turns[0].get("transcript") or ""):
             raise VmError(f"the question asked through the socket was not heard: {turns[0]}")
         return {"socket_turn_transcript": turns[0].get("transcript"), "press_to_listening_s": round(to_listening, 2),
                 "release_to_first_sample_s": turns[0].get("first_sample_played_s"),
