@@ -45,6 +45,9 @@ BOOT_TIMEOUT = 900
 READY_TIMEOUT = 900
 GATE_TIMEOUT = 1800
 INSTALL_TIMEOUT = 900
+# `wick doctor` right after a boot shares the emulated CPU with the models loading (and, on a
+# new slot, the gate's self-test): over a minute on a slow TCG host.
+DOCTOR_TIMEOUT = 600
 MEDIA_IN_VM = "/run/bundles"
 # The kernel's panic= on the twin's command line and GRUB's tries per slot (grub.cfg.in).
 TRIES = 3
@@ -458,7 +461,7 @@ class Ota:
         after = self.sh(DATA_LISTING, timeout=600)
         if before != after:
             raise VmError(f"/data changed across the update:\nbefore:\n{before}\nafter:\n{after}")
-        doctor = self.vm.agent.run("wick doctor")[1]
+        doctor = self.vm.agent.run("wick doctor", timeout=DOCTOR_TIMEOUT)[1]
         if "/data/wick/wick.toml" not in doctor:
             raise VmError(f"wick doctor on the new slot does not read the kept settings:\n{doctor}")
         boots = int(self.sh("journalctl --list-boots --no-pager -q | wc -l").strip())
