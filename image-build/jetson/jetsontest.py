@@ -62,7 +62,7 @@ system = "Answer in one short sentence."
 max_tokens = 8
 
 [runtime]
-stage_stall_s = 120.0
+stage_stall_s = 400.0
 """
 # Under TCG an arm64 boot of this root takes minutes; wick's first answer, several more.
 BOOT_TIMEOUT = 900

@@ -77,7 +77,12 @@ class Appliance:
             except (VmError, ValueError) as e:
                 last = str(e)
             time.sleep(0.5)
-        raise VmError(f"wick did not reach state {state!r} within {timeout:.0f} s (last status: {last})")
+        try:
+            journal = self.journal(lines=40)
+        except (TimeoutError, ConnectionError, VmError) as e:
+            journal = f"(no journal: {e})"
+        raise VmError(f"wick did not reach state {state!r} within {timeout:.0f} s (last status: {last});"
+                      f" wick's journal:\n{journal}")
 
     def cursor(self) -> str:
         out = self.agent.check("journalctl -u wick -n 0 --show-cursor --no-pager")
