@@ -58,7 +58,12 @@ class Appliance:
         raise VmError(f"wick did not become ready within {timeout:.0f} s:\n" + self.journal(lines=40))
 
     def journal(self, lines: int = 30) -> str:
-        return self.agent.run(f"journalctl -u wick -n {lines} --no-pager -o short-monotonic")[1]
+        """wick's last journal lines, for an error message: what went wrong with the agent
+        itself is said instead, so it does not hide the error being reported."""
+        try:
+            return self.agent.run(f"journalctl -u wick -n {lines} --no-pager -o short-monotonic")[1]
+        except (TimeoutError, ConnectionError, VmError) as e:
+            return f"(no journal: {e})"
 
     def status(self) -> dict:
         rc, out = self.agent.run("wick ctl status", timeout=20)
@@ -77,12 +82,8 @@ class Appliance:
             except (VmError, ValueError) as e:
                 last = str(e)
             time.sleep(0.5)
-        try:
-            journal = self.journal(lines=40)
-        except (TimeoutError, ConnectionError, VmError) as e:
-            journal = f"(no journal: {e})"
         raise VmError(f"wick did not reach state {state!r} within {timeout:.0f} s (last status: {last});"
-                      f" wick's journal:\n{journal}")
+                      f" wick's journal:\n{self.journal(lines=40)}")
 
     def cursor(self) -> str:
         out = self.agent.check("journalctl -u wick -n 0 --show-cursor --no-pager")
