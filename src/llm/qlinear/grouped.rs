@@ -7,9 +7,12 @@
 /// Rows per interleaved group: one 512-bit register of sixteen 32-bit lanes spans a group.
 pub const ROWS: usize = 16;
 
-/// Whether this CPU has kernels for the repacked layouts; elsewhere (aarch64 for now, whose
-/// dot-product kernels are Candle's) the weights stay in GGUF blocks.
+/// Whether this CPU has kernels for the repacked layouts (AVX2 on x86-64, the dot-product
+/// extension on aarch64); elsewhere the weights stay in GGUF blocks.
 pub fn worth_repacking() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    return super::neon::has_dotprod();
+    #[cfg(not(target_arch = "aarch64"))]
     super::has_avx2_fma_f16c()
 }
 
@@ -113,26 +116,27 @@ impl Sizes {
 }
 
 /// A kernel for one group and any number of activation rows.
-#[cfg(any(target_arch = "x86_64", test))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
 pub type GroupDots<X> = fn(&[u8], &[&[X]], &mut [[f32; ROWS]]);
 
 /// A SIMD kernel for one group and `T` activation rows.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 type Tile<X, const T: usize> = unsafe fn(&[u8], [&[X]; T]) -> [[f32; ROWS]; T];
 
 /// A layout's SIMD kernel for one group: `T` activation rows a call (`tile`), or one (`one`).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub struct Kernels<X: 'static, const T: usize> {
     tile: Tile<X, T>,
     one: Tile<X, 1>,
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 impl<X, const T: usize> Kernels<X, T> {
     /// # Safety
     /// Given a group's blocks and activation rows of as many blocks, the kernels read only
-    /// inside them, and need no CPU features beyond AVX-512 F and BW for the tiles of eight
-    /// and AVX2, FMA and F16C for the tiles of four (what [`best`] checks).
+    /// inside them, and need no CPU features beyond what [`best`] checks for them: on x86-64,
+    /// AVX-512 F and BW for the tiles of eight and AVX2, FMA and F16C for the tiles of four;
+    /// on aarch64, the dot-product extension.
     pub const unsafe fn new(tile: Tile<X, T>, one: Tile<X, 1>) -> Self {
         Self { tile, one }
     }
@@ -152,8 +156,8 @@ impl<X, const T: usize> Kernels<X, T> {
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])` through the best kernel this CPU runs:
-/// `avx512` where given and the CPU has AVX-512BW, else `avx2`, else `portable`. (Other
-/// architectures call their portable kernel directly.)
+/// `avx512` where given and the CPU has AVX-512BW, else `avx2`, else `portable`. (aarch64 has
+/// its own `best`; other architectures call their portable kernel directly.)
 #[cfg(target_arch = "x86_64")]
 pub fn best<X>(
     group: &[u8],
@@ -170,6 +174,18 @@ pub fn best<X>(
     }
     if super::has_avx2_fma_f16c() {
         return unsafe { avx2.run(group, xs, out) };
+    }
+    portable(group, xs, out)
+}
+
+/// `out[t][r] = dot(row r of the group, xs[t])` through the layout's `neon` kernels where the
+/// CPU has the dot-product extension, else `portable`.
+#[cfg(target_arch = "aarch64")]
+pub fn best<X>(group: &[u8], xs: &[&[X]], out: &mut [[f32; ROWS]], neon: &Kernels<X, 4>, portable: GroupDots<X>) {
+    if super::neon::has_dotprod() {
+        // SAFETY: the feature is checked here; the kernels' reads are their constructors'
+        // promise (`Kernels::new`), and the shapes are the matmul's.
+        return unsafe { neon.run(group, xs, out) };
     }
     portable(group, xs, out)
 }
@@ -193,9 +209,9 @@ pub fn avx2_sums<const R: usize>(acc: &[[std::arch::x86_64::__m256; R]; 2]) -> [
 
 /// The entry points each repacked layout's module has, the same but for its activation type
 /// `$x`: `group_dots`, `out[t][r] = dot(row r of the group, xs[t])` with the widest of the
-/// module's kernels this CPU runs (its `AVX512` constant where the layout has one, then its
-/// `AVX2`, else `group_dots_portable`); with AVX-512, `group_dots_avx2_or_portable` for the
-/// tests to check it against; and `matmul_t`, `out[i][j] = dot(x[i], w[j])` for `repacked`
+/// module's kernels this CPU runs (on x86-64 its `AVX512` constant where the layout has one,
+/// then its `AVX2`; on aarch64 its `NEON`; else `group_dots_portable`); with AVX-512,
+/// `group_dots_avx2_or_portable` for the tests to check it against; and `matmul_t`, `out[i][j] = dot(x[i], w[j])` for `repacked`
 /// groups of sixteen rows and then `tail` rows in GGUF blocks, the activations quantized by
 /// `$quantize` and the tail rows multiplied by `$tail_dots`.
 macro_rules! entry_points {
@@ -213,7 +229,9 @@ macro_rules! entry_points {
         pub fn $name(group: &[u8], xs: &[&[$x]], out: &mut [[f32; ROWS]]) {
             #[cfg(target_arch = "x86_64")]
             return super::grouped::best(group, xs, out, $avx512, &AVX2, group_dots_portable);
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            return super::grouped::best(group, xs, out, &NEON, group_dots_portable);
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             group_dots_portable(group, xs, out)
         }
     };

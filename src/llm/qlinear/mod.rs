@@ -15,10 +15,11 @@
 //! at a time, in place of the GGUF tensor, for register-tiled kernels ([`grouped`],
 //! [`q4_k_x16`], [`q6_k_x16`], [`q4_1_x16`], [`q8_0_x16`]); generation prefetches the weights
 //! two blocks ahead. On one AVX-512 thread the 3B's prompts went from 15 to 33 tokens/s and
-//! its generation from 4.1 to 5.9; SmolLM2's prompts from about 215 to 420. A tied
-//! embedding's Q6_K or Q8_0 table is owned by the output projection, which reads rows back
-//! for the lookup ([`QLinear::dequantize_rows`]); a tied table of another type is shared
-//! and stays in GGUF blocks, with the per-type kernels below.
+//! its generation from 4.1 to 5.9; SmolLM2's prompts from about 215 to 420. On aarch64 the
+//! same layouts have NEON kernels built on the dot-product instructions (`neon.rs`). A tied
+//! embedding's table of one of these types is owned by the output projection, which reads
+//! rows back for the lookup ([`QLinear::dequantize_rows`]); a tied table of another type is
+//! shared and stays in GGUF blocks.
 
 use std::sync::Arc;
 
@@ -114,9 +115,10 @@ impl QLinear {
     }
 
     /// Whether a tied embedding can look its rows up here ([`Self::dequantize_rows`]) once
-    /// this layer owns the table: the types whose repacked rows can be read back.
+    /// this layer owns the table: the types with a repacked layout, whose rows can be read back
+    /// from it (and from GGUF blocks where the CPU keeps those).
     pub fn serves_lookups(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q6K | GgmlDType::Q8_0)
+        Repacked::of(dtype).is_some()
     }
 
     /// Rows `ids` of the weight as f32 (`[ids.len()][cols]`), for an embedding tied to this
@@ -136,17 +138,20 @@ impl QLinear {
             match self {
                 QLinear::Grouped { kind, repacked, tail, .. } => {
                     let group_bytes = match kind {
+                        Repacked::Q4K => cols / q4_k::BLOCK * q4_k_x16::GROUP_BYTES,
                         Repacked::Q6K => cols / q4_k::BLOCK * q6_k_x16::GROUP_BYTES,
+                        Repacked::Q4_1 => cols / q4_1::BLOCK * q4_1_x16::GROUP_BYTES,
                         Repacked::Q8_0 => cols / q4_1::BLOCK * q8_0_x16::GROUP_BYTES,
-                        other => candle_core::bail!("{other:?} rows are not read back"),
                     };
                     let grouped = repacked.len() / group_bytes * grouped::ROWS;
                     if id < grouped {
                         let (g, r) = (id / grouped::ROWS, id % grouped::ROWS);
                         let group = &repacked[g * group_bytes..(g + 1) * group_bytes];
                         match kind {
+                            Repacked::Q4K => q4_k_x16::dequantize_row(group, r, o),
                             Repacked::Q6K => q6_k_x16::dequantize_row(group, r, o),
-                            _ => q8_0_x16::dequantize_row(group, r, o),
+                            Repacked::Q4_1 => q4_1_x16::dequantize_row(group, r, o),
+                            Repacked::Q8_0 => q8_0_x16::dequantize_row(group, r, o),
                         }
                     } else {
                         let dtype = kind.dtype();
@@ -205,21 +210,12 @@ impl QLinear {
             Q8_0 => matmul_t::<BlockQ8_0>(&bytes, &input, cols, &mut out),
             Q2K => matmul_t::<BlockQ2K>(&bytes, &input, cols, &mut out),
             Q3K => matmul_t::<BlockQ3K>(&bytes, &input, cols, &mut out),
-            // Q4_K and Q6_K come here only where they were not repacked: a table shared with an
-            // embedding, or a CPU without AVX2 (aarch64). Without AVX2 wick's multi-row kernels
-            // are portable scalar code, and Candle's per-row products have NEON on aarch64.
-            // For generation without AVX-512, Candle's single-row Q4_K product is the faster one;
-            // with it, wick's (3.35 against 4.3 tokens/s on the synthetic 3B, one thread).
-            Q4K if (m == 1 && !has_avx512bw()) || !has_avx2_fma_f16c() => {
-                matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out)
-            }
-            Q4K => q4_k::matmul_t(&bytes, &input, cols, &mut out),
+            // Q4_K and Q6_K come here only where the CPU has no kernels for their repacked
+            // layouts (no AVX2, or aarch64 without the dot-product extension): Candle's per-row
+            // products have NEON there, and wick's plain ones nothing faster.
+            Q4K => matmul_t::<BlockQ4K>(&bytes, &input, cols, &mut out),
             Q5K => matmul_t::<BlockQ5K>(&bytes, &input, cols, &mut out),
-            // Candle's for generation (faster than wick's one-row Q6_K, with AVX-512 or not:
-            // 4.25 against 4.1 tokens/s on the synthetic 3B); prompts unpack each block once
-            // for many rows.
-            Q6K if m == 1 || !has_avx2_fma_f16c() => matmul_t::<BlockQ6K>(&bytes, &input, cols, &mut out),
-            Q6K => q6_k::matmul_t(&bytes, &input, cols, &mut out),
+            Q6K => matmul_t::<BlockQ6K>(&bytes, &input, cols, &mut out),
             Q8K => matmul_t::<BlockQ8K>(&bytes, &input, cols, &mut out),
             other => candle_core::bail!("no block matmul for {other:?}"),
         }
@@ -300,33 +296,6 @@ fn has_avx512bw() -> bool {
     false
 }
 
-/// `out[i]` for each activation row `xs[i]`: sixteen rows at a time through `sixteen`, then
-/// four at a time through `four`, the rest one at a time through `one`. A kernel unpacks a
-/// weight block once per call, so the more rows a call takes the less unpacking each row pays
-/// for (at four rows, unpacking Q4_K's scales alone took 4.6 % of the synthetic 3B's profile).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn in_groups<X>(
-    xs: &[&[X]],
-    out: &mut [f32],
-    sixteen: impl Fn([&[X]; 16]) -> [f32; 16],
-    four: impl Fn([&[X]; 4]) -> [f32; 4],
-    one: impl Fn(&[X]) -> f32,
-) {
-    let (xs16, rest) = xs.split_at(xs.len() / 16 * 16);
-    let (out16, out_rest) = out.split_at_mut(xs16.len());
-    for (g, o) in xs16.chunks_exact(16).zip(out16.chunks_exact_mut(16)) {
-        o.copy_from_slice(&sixteen(g.try_into().expect("16 rows")));
-    }
-    let mut groups = rest.chunks_exact(4);
-    let mut outs = out_rest.chunks_exact_mut(4);
-    for (g, o) in (&mut groups).zip(&mut outs) {
-        o.copy_from_slice(&four([g[0], g[1], g[2], g[3]]));
-    }
-    for (x, o) in groups.remainder().iter().zip(outs.into_remainder()) {
-        *o = one(x);
-    }
-}
-
 /// `out[i][j] = dot(x[i], w[j])` for weight rows of `row_bytes` in `bytes` and `m` input rows,
 /// where `dots(w_row, rows, column)` fills `column[t] = dot(x[rows.start + t], w_row)`: the
 /// kernels unpack a weight row once for several input rows. Input rows are taken a tile at a
@@ -390,6 +359,8 @@ fn matmul_t<T: GgmlType>(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
 }
 
 mod grouped;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod q4_1;
 mod q4_1_x16;
 mod q4_k;
@@ -438,85 +409,43 @@ mod tests {
         }
     }
 
+    /// The plain K-quant dot products, which the repacked kernels are checked against, against
+    /// Candle's own products on its own Q8K quantization of the same input.
     #[test]
-    fn q4_1_simd_matches_the_portable_dot_for_any_row_count() {
-        let w = Tensor::randn(0f32, 1.0, (5, 256), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
-        let bytes = q.data().unwrap();
-        // Six activation rows: one group of four and a remainder of two.
-        let x: Vec<f32> = (0..6 * 256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect();
-        let xq = q4_1::quantize(&x);
-        let xs: Vec<&[q4_1::Q8]> = xq.chunks_exact(8).collect();
-        for r in 0..5 {
-            let row = &bytes[r * 8 * 20..(r + 1) * 8 * 20];
-            let mut got = [0.0f32; 6];
-            q4_1::dots(row, &xs, &mut got);
-            for (i, (a, x)) in got.iter().zip(&xs).enumerate() {
-                let b = q4_1::dot_portable(row, x);
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: {a} vs {b}");
-                assert_eq!(*a, q4_1::dot(row, x));
+    fn k_quant_plain_dots_match_candle() {
+        fn check<T: GgmlType<VecDotType = BlockQ8K>>(dtype: GgmlDType, dot: fn(&[u8], &[q4_k::Q8K]) -> f32) {
+            let w = Tensor::randn(0f32, 1.0, (5, 512), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let bytes = q.data().unwrap();
+            let block_bytes = std::mem::size_of::<T>();
+            assert_eq!(block_bytes, dtype.type_size());
+            // SAFETY: a QTensor of this dtype stores its Vec<T>, `block_bytes` a block.
+            let blocks: &[T] =
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / block_bytes) };
+            let x: Vec<f32> = (0..3 * 512).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
+            let xq = q4_k::quantize(&x);
+            for r in 0..5 {
+                let row = &bytes[r * 2 * block_bytes..(r + 1) * 2 * block_bytes];
+                for (i, xrow) in xq.chunks_exact(2).enumerate() {
+                    let a = dot(row, xrow);
+                    let mut cq = vec![BlockQ8K::zeros(); 2];
+                    BlockQ8K::from_float(&x[i * 512..(i + 1) * 512], &mut cq);
+                    let c = T::vec_dot(512, &blocks[2 * r..2 * r + 2], &cq);
+                    assert!(
+                        (a - c).abs() <= 1e-4 * c.abs().max(1.0),
+                        "{dtype:?} row {r}, input {i}: {a} vs Candle's {c}"
+                    );
+                }
             }
         }
-    }
-
-    #[test]
-    fn q6_k_simd_matches_the_portable_dot_and_candle_for_any_row_count() {
-        let w = Tensor::randn(0f32, 1.0, (5, 512), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
-        let bytes = q.data().unwrap();
-        // SAFETY: a Q6_K QTensor's data is its Vec<BlockQ6K>, 210 bytes a block.
-        let blocks: &[BlockQ6K] =
-            unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const BlockQ6K, bytes.len() / 210) };
-        // 21 activation rows: one group of sixteen, one of four, and one alone.
-        let x: Vec<f32> = (0..21 * 512).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
-        let xq = q4_k::quantize(&x);
-        let xs: Vec<&[q4_k::Q8K]> = xq.chunks_exact(2).collect();
-        for r in 0..5 {
-            let row = &bytes[r * 2 * 210..(r + 1) * 2 * 210];
-            let mut got = [0.0f32; 21];
-            q6_k::dots(row, &xs, &mut got);
-            let mut avx2 = [0.0f32; 21];
-            q6_k::dots_avx2_or_portable(row, &xs, &mut avx2);
-            for (i, (a, xrow)) in got.iter().zip(&xs).enumerate() {
-                let b = q6_k::dot_portable(row, xrow);
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: {a} vs {b}");
-                assert!((avx2[i] - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: AVX2 {} vs {b}", avx2[i]);
-                // Candle's own product on its own Q8K quantization of the same input.
-                let mut cq = vec![BlockQ8K::zeros(); 2];
-                BlockQ8K::from_float(&x[i * 512..(i + 1) * 512], &mut cq);
-                let c = BlockQ6K::vec_dot(512, &blocks[2 * r..2 * r + 2], &cq);
-                assert!((a - c).abs() <= 1e-4 * c.abs().max(1.0), "row {r}, input {i}: {a} vs Candle's {c}");
-            }
-        }
-    }
-
-    #[test]
-    fn q4_k_simd_matches_the_portable_dot_for_any_row_count() {
-        let w = Tensor::randn(0f32, 1.0, (5, 512), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
-        let bytes = q.data().unwrap();
-        // 21 activation rows: one group of sixteen, one of four, and one alone.
-        let x: Vec<f32> = (0..21 * 512).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
-        let xq = q4_k::quantize(&x);
-        let xs: Vec<&[q4_k::Q8K]> = xq.chunks_exact(2).collect();
-        for r in 0..5 {
-            let row = &bytes[r * 2 * 144..(r + 1) * 2 * 144];
-            let mut got = [0.0f32; 21];
-            q4_k::dots(row, &xs, &mut got);
-            // Where the machine has AVX-512, `dots` took that kernel: the AVX2 one is checked too.
-            let mut avx2 = [0.0f32; 21];
-            q4_k::dots_avx2_or_portable(row, &xs, &mut avx2);
-            for (i, (a, x)) in got.iter().zip(&xs).enumerate() {
-                let b = q4_k::dot_portable(row, x);
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: {a} vs {b}");
-                assert!((avx2[i] - b).abs() <= 1e-4 * b.abs().max(1.0), "row {r}, input {i}: AVX2 {} vs {b}", avx2[i]);
-            }
-        }
+        check::<BlockQ4K>(GgmlDType::Q4K, q4_k::dot_portable);
+        check::<BlockQ6K>(GgmlDType::Q6K, q6_k::dot_portable);
     }
 
     /// Checks a repacked layout's kernels (`best`: AVX-512 where the machine has it, `avx2`,
-    /// `portable`) against the GGUF row's own dot product, for two groups of 32 rows and 21
-    /// activation rows (tiles of eight and four, and rows alone).
+    /// `portable`; on aarch64 the first two are both the NEON kernel) against the GGUF row's
+    /// own dot product, for two groups of 32 rows and 21 activation rows (tiles of eight and
+    /// four, and rows alone).
     fn check_repacked<X>(
         dtype: GgmlDType,
         group_bytes: usize,
@@ -611,7 +540,7 @@ mod tests {
     fn a_tied_table_reads_back_its_rows_exactly_as_candle_dequantizes_them() {
         // 37 rows: two groups of sixteen and five rows in GGUF blocks.
         let w = Tensor::randn(0f32, 1.0, (37, 512), &Device::Cpu).unwrap();
-        for dtype in [GgmlDType::Q6K, GgmlDType::Q8_0] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q4_1, GgmlDType::Q8_0] {
             assert!(QLinear::serves_lookups(dtype));
             let q = QTensor::quantize(&w, dtype).unwrap();
             let want = q.dequantize(&Device::Cpu).unwrap();

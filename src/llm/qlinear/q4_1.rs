@@ -1,7 +1,9 @@
 //! Q4_1 weights (per 32 values: f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles; value =
 //! d * q + m) against 8-bit activations (per 32: scale, scale * sum, 32 signed bytes), as in
 //! llama.cpp's Q4_1 x Q8_1 dot product. Candle has no SIMD version of this one, which left
-//! SmolLM2 (a Q4_1 model) at a sixth of llama.cpp's speed.
+//! SmolLM2 (a Q4_1 model) at a sixth of llama.cpp's speed; the SIMD kernels are the repacked
+//! layout's ([`super::q4_1_x16`]), and this module holds the format, the activations'
+//! quantization and the plain product they are checked against.
 
 pub const BLOCK: usize = 32;
 pub(super) const WEIGHT_BYTES: usize = 20;
@@ -53,76 +55,13 @@ pub fn dot_portable(w: &[u8], x: &[Q8]) -> f32 {
         .sum()
 }
 
-/// Dot products of one weight row with `R` activation rows at once: each weight block is
-/// unpacked once and used `R` times, which is what makes prompt processing (many rows)
-/// cheaper per row than generation. The scales are converted with F16C in place; calling
-/// `half` here cost a fifth of the time in a baseline x86-64 build, where it cannot inline.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2<const R: usize>(w: &[u8], xs: [&[Q8]; R]) -> [f32; R] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut min_sum = [0.0f32; R];
-    let low = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
-    for (b, wb) in w.chunks_exact(WEIGHT_BYTES).enumerate() {
-        let header = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([wb[0], wb[1], wb[2], wb[3]])));
-        let d = _mm_cvtss_f32(header);
-        let m = _mm_cvtss_f32(_mm_movehdup_ps(header));
-        let packed = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
-        // Low nibbles hold values 0..16 of the block, high nibbles 16..32.
-        let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-        for r in 0..R {
-            let xb = &xs[r][b];
-            let q8 = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, q8), ones);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sums), acc[r]);
-            min_sum[r] += m * xb.s;
-        }
-    }
-    let mut out = [0.0f32; R];
-    for r in 0..R {
-        let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
-        out[r] = lanes.iter().sum::<f32>() + min_sum[r];
-    }
-    out
-}
-
-/// `dot(w, xs[r])` for every r, the weight row unpacked once per four activation rows.
+/// `dot(w, xs[r])` for every r: for a repacked tensor's rows past its last group of sixteen
+/// (at most fifteen), and for the whole tensor on a CPU without the repacked layout's kernels
+/// (no AVX2, or no dot-product extension on aarch64), where there is no SIMD to use.
 pub fn dots(w: &[u8], xs: &[&[Q8]], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: the CPU has the features; every load stays inside a 20-byte weight block
-        // (16 bytes from offset 4) or a 32-byte activation block, and each activation row has
-        // as many blocks as the weight row (the caller's shapes).
-        // Sixteen rows a call was slower here (194 against 230 tokens/s on SmolLM2's prompt):
-        // Q4_1 unpacks little, and sixteen accumulators spill.
-        return super::in_groups(
-            xs,
-            out,
-            |g| {
-                let mut o = [0.0f32; 16];
-                for q in 0..4 {
-                    let four = unsafe { dot_avx2::<4>(w, [g[4 * q], g[4 * q + 1], g[4 * q + 2], g[4 * q + 3]]) };
-                    o[4 * q..4 * q + 4].copy_from_slice(&four);
-                }
-                o
-            },
-            |g| unsafe { dot_avx2::<4>(w, g) },
-            |x| unsafe { dot_avx2::<1>(w, [x]) }[0],
-        );
-    }
     for (x, o) in xs.iter().zip(out) {
         *o = dot_portable(w, x);
     }
-}
-
-#[cfg(test)]
-pub fn dot(w: &[u8], x: &[Q8]) -> f32 {
-    let mut out = [0.0];
-    dots(w, &[x], &mut out);
-    out[0]
 }
 
 pub fn matmul_t(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {

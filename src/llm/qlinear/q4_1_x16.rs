@@ -12,7 +12,9 @@
 //! in its high nibble.
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::{self, Kernels};
+use super::grouped;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::grouped::Kernels;
 use super::grouped::{Sizes, ROWS};
 use super::q4_1::{self, BLOCK, Q8};
 
@@ -42,6 +44,20 @@ pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
 
 fn f16_at(p: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32()
+}
+
+/// Row `r` of a group (`k / 32` blocks in `group`) as floats, as Candle dequantizes Q4_1: for
+/// a tied embedding, whose table is this tensor.
+pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
+    for (gb, o) in group.chunks_exact(GROUP_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+        let (d, m) = (f16_at(gb, D + 2 * r), f16_at(gb, M + 2 * r));
+        for (v, o) in o.iter_mut().enumerate() {
+            // Value 8t + i is in the low nibble of byte i at step t, 8t + 4 + i in the high one.
+            let byte = gb[QS + 64 * (v / 8) + 4 * r + v % 4];
+            let q = if v % 8 < 4 { byte & 0x0f } else { byte >> 4 };
+            *o = q as f32 * d + m;
+        }
+    }
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
@@ -157,5 +173,44 @@ const AVX512: Kernels<Q8, 8> = unsafe { Kernels::new(group_avx512::<8>, group_av
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
 const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
+
+/// [`group_avx512`] on aarch64 with the dot-product extension: a quarter of four rows (16
+/// bytes of each 64-byte step) after the other, a block's 32 products per row summed by eight
+/// `sdot`s. The float steps are the x86 kernels', in their order, so both give the same bits.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROWS]; R] {
+    use super::neon::{dot32, f16x4, load, nibbles};
+    use std::arch::aarch64::*;
+    let mut out = [[0.0f32; ROWS]; R];
+    for q in 0..ROWS / 4 {
+        let mut acc = [vdupq_n_f32(0.0); R];
+        for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+            let p = gb.as_ptr();
+            let (d, m) = (f16x4(p.add(D + 8 * q)), f16x4(p.add(M + 8 * q)));
+            // Step 2t holds values 8t..+4 (low nibbles), step 2t + 1 the next four.
+            let mut w = [vdupq_n_s8(0); 8];
+            for t in 0..4 {
+                (w[2 * t], w[2 * t + 1]) = nibbles(p.add(QS + 64 * t + 16 * q));
+            }
+            for r in 0..R {
+                let xb = &xs[r][b];
+                let x = xb.qs.as_ptr() as *const u8;
+                let dot = dot32(vdupq_n_s32(0), &w, [load(x), load(x.add(16))]);
+                acc[r] = vfmaq_f32(acc[r], vmulq_n_f32(d, xb.d), vcvtq_f32_s32(dot));
+                acc[r] = vfmaq_n_f32(acc[r], m, xb.s);
+            }
+        }
+        for r in 0..R {
+            vst1q_f32(out[r].as_mut_ptr().add(4 * q), acc[r]);
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "aarch64")]
+// SAFETY: loads stay inside a GROUP_BYTES block (16 bytes from QS + 64t + 16q, 8 from D + 8q
+// and M + 8q) and an activation block (16 bytes from 0 and 16).
+const NEON: Kernels<Q8, 4> = unsafe { Kernels::new(group_neon::<4>, group_neon::<1>) };
 
 super::grouped::entry_points!(Q8, q4_1::quantize, q4_1::dots, avx512);
