@@ -47,6 +47,24 @@ pub unsafe fn dot32(acc: int32x4_t, w: &[int8x16_t; 8], x: [int8x16_t; 2]) -> in
     dot16(acc, [w[4], w[5], w[6], w[7]], x[1])
 }
 
+/// [`dot32`] from zero, against the 32 activation bytes at `x`.
+///
+/// # Safety
+/// As [`sdot`]; 32 bytes are readable at `x`.
+#[inline(always)]
+pub unsafe fn dot32_at(w: &[int8x16_t; 8], x: *const i8) -> int32x4_t {
+    dot32(vdupq_n_s32(0), w, [vld1q_s8(x), vld1q_s8(x.add(16))])
+}
+
+/// Stores quarter `q` (rows 4q..4q + 4) of a group's sums for each activation row.
+#[inline(always)]
+pub fn store_quarter<const R: usize>(out: &mut [[f32; 16]; R], q: usize, acc: &[float32x4_t; R]) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: four floats at 4q <= 12, inside a row of sixteen.
+        unsafe { vst1q_f32(o[4 * q..4 * q + 4].as_mut_ptr(), *a) };
+    }
+}
+
 /// [`dot32`] for sixteen values: four steps against the sixteen bytes of `x`.
 ///
 /// # Safety

@@ -180,7 +180,7 @@ const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROWS]; R] {
-    use super::neon::{dot32, f16x4, load, nibbles};
+    use super::neon::{dot32_at, f16x4, nibbles, store_quarter};
     use std::arch::aarch64::*;
     let mut out = [[0.0f32; ROWS]; R];
     for q in 0..ROWS / 4 {
@@ -195,15 +195,12 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
             }
             for r in 0..R {
                 let xb = &xs[r][b];
-                let x = xb.qs.as_ptr() as *const u8;
-                let dot = dot32(vdupq_n_s32(0), &w, [load(x), load(x.add(16))]);
+                let dot = dot32_at(&w, xb.qs.as_ptr());
                 acc[r] = vfmaq_f32(acc[r], vmulq_n_f32(d, xb.d), vcvtq_f32_s32(dot));
                 acc[r] = vfmaq_n_f32(acc[r], m, xb.s);
             }
         }
-        for r in 0..R {
-            vst1q_f32(out[r].as_mut_ptr().add(4 * q), acc[r]);
-        }
+        store_quarter(&mut out, q, &acc);
     }
     out
 }

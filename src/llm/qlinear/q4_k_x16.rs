@@ -267,7 +267,7 @@ const AVX2: Kernels<Q8K, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2:
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
-    use super::neon::{dot32, f16x4, load, nibbles, u8x4};
+    use super::neon::{dot32_at, f16x4, nibbles, store_quarter, u8x4};
     use std::arch::aarch64::*;
     let mut out = [[0.0f32; ROWS]; R];
     for q in 0..ROWS / 4 {
@@ -295,8 +295,7 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                 }
                 let scales = u8x4(p.add(SCALES + ROWS * j + 4 * q));
                 for r in 0..R {
-                    let x = xs[r][b].qs.as_ptr().add(32 * j) as *const u8;
-                    let dot = dot32(vdupq_n_s32(0), &w, [load(x), load(x.add(16))]);
+                    let dot = dot32_at(&w, xs[r][b].qs.as_ptr().add(32 * j));
                     sumi[r] = vmlaq_s32(sumi[r], dot, scales);
                 }
             }
@@ -304,9 +303,7 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                 acc[r] = vfmaq_f32(acc[r], vmulq_n_f32(d, xs[r][b].d), vcvtq_f32_s32(sumi[r]));
             }
         }
-        for r in 0..R {
-            vst1q_f32(out[r].as_mut_ptr().add(4 * q), acc[r]);
-        }
+        store_quarter(&mut out, q, &acc);
     }
     out
 }

@@ -275,7 +275,7 @@ const AVX2: Kernels<Q8K, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2:
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
-    use super::neon::{dot16, f16x4, i8x4, load};
+    use super::neon::{dot16, f16x4, i8x4, load, store_quarter};
     use std::arch::aarch64::*;
     let (low, pair) = (vdupq_n_u8(0x0f), vdupq_n_u8(3));
     let mut out = [[0.0f32; ROWS]; R];
@@ -299,9 +299,9 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                 let scales = i8x4(p.add(SCALES + ROWS * sg + 4 * q));
                 for r in 0..R {
                     let xb = &xs[r][b];
-                    // The -32 offset of the values, through the activations' sum.
-                    let offset = vdupq_n_s32(32 * xb.bsums[sg] as i32);
-                    let dot = dot16(vnegq_s32(offset), w, load(xb.qs.as_ptr().add(16 * sg) as *const u8));
+                    // Starting from -32 times the activations' sum carries the values' offset.
+                    let offset = vdupq_n_s32(-32 * xb.bsums[sg] as i32);
+                    let dot = dot16(offset, w, load(xb.qs.as_ptr().add(16 * sg) as *const u8));
                     sumi[r] = vmlaq_s32(sumi[r], dot, scales);
                 }
             }
@@ -309,9 +309,7 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                 acc[r] = vfmaq_f32(acc[r], vmulq_n_f32(d, xs[r][b].d), vcvtq_f32_s32(sumi[r]));
             }
         }
-        for r in 0..R {
-            vst1q_f32(out[r].as_mut_ptr().add(4 * q), acc[r]);
-        }
+        store_quarter(&mut out, q, &acc);
     }
     out
 }
