@@ -444,8 +444,8 @@ mod tests {
 
     /// Checks a repacked layout's kernels (`best`: AVX-512 where the machine has it, `avx2`,
     /// `portable`; on aarch64 the first two are both the NEON kernel) against the GGUF row's
-    /// own dot product, for two groups of 32 rows and 21 activation rows (tiles of eight and
-    /// four, and rows alone).
+    /// own dot product, and the SIMD ones against the portable one bit for bit, for two groups
+    /// of 32 rows and 21 activation rows (tiles of eight and four, and rows alone).
     fn check_repacked<X>(
         dtype: GgmlDType,
         group_bytes: usize,
@@ -467,9 +467,14 @@ mod tests {
         let xs: Vec<&[X]> = xq.chunks_exact(xq.len() / 21).collect();
         for g in 0..2 {
             let group = &repacked[g * per_group..(g + 1) * per_group];
+            let mut portable = vec![[0.0f32; 16]; 21];
+            kernels[2](group, &xs, &mut portable);
             for (name, kernel) in ["best", "AVX2", "portable"].iter().zip(kernels) {
                 let mut got = vec![[0.0f32; 16]; 21];
                 kernel(group, &xs, &mut got);
+                // The same bits on every CPU: the SIMD kernels' float steps are the portable
+                // one's, so x86-64 and aarch64 compute the same model.
+                assert_eq!(got, portable, "{dtype:?} {name}: not the portable kernel's bits");
                 for (i, xrow) in xs.iter().enumerate() {
                     for (r, v) in got[i].iter().enumerate() {
                         let row = g * 16 + r;

@@ -61,7 +61,8 @@ pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
-/// reference the SIMD kernels are tested against.
+/// reference the SIMD kernels are tested against, bit for bit (the integer sums are exact, and
+/// the float steps are theirs, in their order).
 pub fn group_dots_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) {
     for (x, o) in xs.iter().zip(out) {
         *o = [0.0; ROWS];
@@ -75,7 +76,9 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) 
                         dot += (byte & 0x0f) as i32 * xb.qs[v] as i32 + (byte >> 4) as i32 * xb.qs[v + 4] as i32;
                     }
                 }
-                *o += f16_at(gb, D + 2 * r) * xb.d * dot as f32 + f16_at(gb, M + 2 * r) * xb.s;
+                // The SIMD kernels' float steps, fused as theirs are: the same bits.
+                *o = (f16_at(gb, D + 2 * r) * xb.d).mul_add(dot as f32, *o);
+                *o = f16_at(gb, M + 2 * r).mul_add(xb.s, *o);
             }
         }
     }

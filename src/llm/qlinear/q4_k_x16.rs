@@ -95,7 +95,8 @@ pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
-/// reference the SIMD kernels are tested against.
+/// reference the SIMD kernels are tested against, bit for bit (the integer sums are exact, and
+/// the float steps are theirs, in their order).
 pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     for (x, o) in xs.iter().zip(out) {
         *o = [0.0; ROWS];
@@ -114,7 +115,9 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
                     sumi += gb[SCALES + ROWS * j + r] as i32 * dot;
                     summ += gb[MINS + ROWS * j + r] as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
                 }
-                *o += xb.d * (f16_at(gb, D + 2 * r) * sumi as f32 - f16_at(gb, DMIN + 2 * r) * summ as f32);
+                // The SIMD kernels' float steps, fused as theirs are: the same bits.
+                *o = (-(f16_at(gb, DMIN + 2 * r) * xb.d)).mul_add(summ as f32, *o);
+                *o = (f16_at(gb, D + 2 * r) * xb.d).mul_add(sumi as f32, *o);
             }
         }
     }

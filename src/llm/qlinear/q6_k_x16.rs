@@ -85,7 +85,8 @@ pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])`, reading the layout value by value: the
-/// reference the SIMD kernels are tested against.
+/// reference the SIMD kernels are tested against, bit for bit (the integer sums are exact, and
+/// the float steps are theirs, in their order).
 pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]]) {
     for (x, o) in xs.iter().zip(out) {
         *o = [0.0; ROWS];
@@ -101,7 +102,9 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
                     }
                     sum += gb[SCALES + ROWS * sg + r] as i8 as i32 * (dot - 32 * xb.bsums[sg] as i32);
                 }
-                *o += half::f16::from_le_bytes([gb[D + 2 * r], gb[D + 2 * r + 1]]).to_f32() * xb.d * sum as f32;
+                // The SIMD kernels' float step, fused as theirs is: the same bits.
+                let d = half::f16::from_le_bytes([gb[D + 2 * r], gb[D + 2 * r + 1]]).to_f32();
+                *o = (d * xb.d).mul_add(sum as f32, *o);
             }
         }
     }

@@ -61,7 +61,8 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8]], out: &mut [[f32; ROWS]]) 
             for (r, o) in o.iter_mut().enumerate() {
                 let dot: i32 =
                     (0..BLOCK).map(|v| gb[QS + 64 * (v / 4) + 4 * r + v % 4] as i8 as i32 * xb.qs[v] as i32).sum();
-                *o += d_at(gb, r) * xb.d * dot as f32;
+                // The SIMD kernel's float step, fused as theirs is: the same bits.
+                *o = (d_at(gb, r) * xb.d).mul_add(dot as f32, *o);
             }
         }
     }
