@@ -211,9 +211,10 @@ pub fn avx2_sums<const R: usize>(acc: &[[std::arch::x86_64::__m256; R]; 2]) -> [
 /// `$x`: `group_dots`, `out[t][r] = dot(row r of the group, xs[t])` with the widest of the
 /// module's kernels this CPU runs (on x86-64 its `AVX512` constant where the layout has one,
 /// then its `AVX2`; on aarch64 its `NEON`; else `group_dots_portable`); with AVX-512,
-/// `group_dots_avx2_or_portable` for the tests to check it against; and `matmul_t`, `out[i][j] = dot(x[i], w[j])` for `repacked`
-/// groups of sixteen rows and then `tail` rows in GGUF blocks, the activations quantized by
-/// `$quantize` and the tail rows multiplied by `$tail_dots`.
+/// `group_dots_avx2_or_portable` for the tests to check it against; and `matmul_t`,
+/// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows and then `tail` rows in
+/// GGUF blocks, the activations quantized by `$quantize` and the tail rows multiplied by
+/// `$tail_dots`.
 macro_rules! entry_points {
     ($x:ty, $quantize:expr, $tail_dots:expr) => {
         super::grouped::entry_points!(@group_dots group_dots, $x, None);

@@ -278,7 +278,7 @@ fn per_block<T: Send>(x: &[f32], block: usize, f: impl Fn(&[f32]) -> T + Sync + 
     }
 }
 
-/// Whether the multi-row kernels' AVX2 versions can run.
+/// Whether the repacked layouts' AVX2 kernels can run.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn has_avx2_fma_f16c() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -287,7 +287,7 @@ fn has_avx2_fma_f16c() -> bool {
     false
 }
 
-/// Whether the 512-bit versions can run (AVX-512 F and BW, with what the AVX2 ones need).
+/// Whether their 512-bit kernels can run (AVX-512 F and BW, with what the AVX2 ones need).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn has_avx512bw() -> bool {
     #[cfg(target_arch = "x86_64")]
