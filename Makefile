@@ -235,7 +235,10 @@ test-aarch64: cross models
 # with GRUB, root slots A and B, /data with the test models. Its base root filesystem (Debian
 # packages, the gpio-sim module) is cached by its inputs; wick and the board's files are laid
 # on it at every build. Needs root (mmdebstrap's chroot); no mounts, no loop devices.
-IMAGE_APT := mmdebstrap qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs rauc squashfs-tools openssl
+# What the image build runs, each program with the Debian package that has it (and OVMF's firmware).
+IMAGE_TOOLS := mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mcopy:mtools \
+               mkfs.vfat:dosfstools sfdisk:fdisk mkfs.ext4:e2fsprogs rauc:rauc mksquashfs:squashfs-tools \
+               openssl:openssl /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
 TWIN      := board/qemu-amd64
 TWIN_BASE := $(WICK_CACHE)/rootfs-qemu-amd64-$(call hash,image-build/rootfs.sh image-build/packages.txt \
                image-build/board.py $(TWIN)/board.toml $(TWIN)/customize.sh $(TWIN)/gpio-sim/build.sh)/base.tar
@@ -248,17 +251,26 @@ VM_FLAGS  := $(if $(filter 1,$(KVM)),--kvm)
 # VM_SCENARIOS=boot,crash,... runs only those (boot always runs); default: all of them.
 VM_SCENARIOS ?=
 
+# apt may remove a package while installing others: a machine that came with a newer
+# qemu-utils than its Debian release's loses it when that release's qemu-system-x86 comes in
+# (seen on a fresh CI machine: jetson-test then found no qemu-img). So what is missing is
+# checked again after the install, and installed from the release's own packages.
 image-deps:
-	@missing=""; for t in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-	    mcopy:mtools mkfs.vfat:dosfstools sfdisk:fdisk mkfs.ext4:e2fsprogs rauc:rauc mksquashfs:squashfs-tools \
-	    openssl:openssl; do \
-	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
-	[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing="$$missing ovmf"; \
-	if [ -n "$$missing" ]; then \
-	  command -v apt-get >/dev/null || { echo "the image build needs:$$missing"; exit 1; }; \
+	@missing() { for t in $(IMAGE_TOOLS); do \
+	    case $${t%%:*} in /*) [ -e $${t%%:*} ] ;; *) command -v $${t%%:*} >/dev/null 2>&1 ;; esac \
+	      || printf ' %s' $${t#*:}; done; }; \
+	packages=$$(missing); \
+	if [ -n "$$packages" ]; then \
+	  command -v apt-get >/dev/null || { echo "the image build needs:$$packages"; exit 1; }; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
-	  echo "installing:$$missing"; \
-	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	  echo "installing:$$packages"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$packages; \
+	  packages=$$(missing); \
+	  if [ -n "$$packages" ]; then \
+	    echo "installing again (apt removed them while installing the rest):$$packages"; \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$packages; \
+	    packages=$$(missing); [ -z "$$packages" ] || { echo "the image build still lacks:$$packages"; exit 1; }; \
+	  fi; \
 	fi
 
 $(TWIN_BASE): | image-deps
