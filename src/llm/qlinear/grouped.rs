@@ -135,8 +135,8 @@ impl<X, const T: usize> Kernels<X, T> {
     /// # Safety
     /// Given a group's blocks and activation rows of as many blocks, the kernels read only
     /// inside them, and need no CPU features beyond what [`best`] checks for them: on x86-64,
-    /// AVX-512 F and BW for the tiles of eight and AVX2, FMA and F16C for the tiles of four;
-    /// on aarch64, the dot-product extension.
+    /// AVX-512 F and BW (and VNNI, passed as such) for the tiles of eight and AVX2, FMA and
+    /// F16C for the tiles of four; on aarch64, the dot-product extension.
     pub const unsafe fn new(tile: Tile<X, T>, one: Tile<X, 1>) -> Self {
         Self { tile, one }
     }
@@ -156,19 +156,23 @@ impl<X, const T: usize> Kernels<X, T> {
 }
 
 /// `out[t][r] = dot(row r of the group, xs[t])` through the best kernel this CPU runs:
-/// `avx512` where given and the CPU has AVX-512BW, else `avx2`, else `portable`. (aarch64 has
-/// its own `best`; other architectures call their portable kernel directly.)
+/// `avx512_vnni` where given and the CPU has AVX-512 VNNI, else `avx512` where given and the
+/// CPU has AVX-512BW, else `avx2`, else `portable`. (aarch64 has its own `best`; other
+/// architectures call their portable kernel directly.)
 #[cfg(target_arch = "x86_64")]
 pub fn best<X>(
     group: &[u8],
     xs: &[&[X]],
     out: &mut [[f32; ROWS]],
-    avx512: Option<&Kernels<X, 8>>,
+    [avx512_vnni, avx512]: [Option<&Kernels<X, 8>>; 2],
     avx2: &Kernels<X, 4>,
     portable: GroupDots<X>,
 ) {
     // SAFETY: the features are checked here; the kernels' reads are their constructors'
     // promise (`Kernels::new`), and the shapes are the matmul's.
+    if let Some(kernels) = avx512_vnni.filter(|_| super::has_avx512vnni()) {
+        return unsafe { kernels.run(group, xs, out) };
+    }
     if let Some(kernels) = avx512.filter(|_| super::has_avx512bw()) {
         return unsafe { kernels.run(group, xs, out) };
     }
@@ -209,27 +213,36 @@ pub fn avx2_sums<const R: usize>(acc: &[[std::arch::x86_64::__m256; R]; 2]) -> [
 
 /// The entry points each repacked layout's module has, the same but for its activation type
 /// `$x`: `group_dots`, `out[t][r] = dot(row r of the group, xs[t])` with the widest of the
-/// module's kernels this CPU runs (on x86-64 its `AVX512` constant where the layout has one,
-/// then its `AVX2`; on aarch64 its `NEON`; else `group_dots_portable`); with AVX-512,
-/// `group_dots_avx2_or_portable` for the tests to check it against; and `matmul_t`,
+/// module's kernels this CPU runs (on x86-64 its `AVX512_VNNI` and `AVX512` constants where
+/// the layout has them, then its `AVX2`; on aarch64 its `NEON`; else `group_dots_portable`);
+/// for the tests to check it against, `group_dots_avx2_or_portable` with AVX-512 and
+/// `group_dots_without_vnni` with VNNI; and `matmul_t`,
 /// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows and then `tail` rows in
 /// GGUF blocks, the activations quantized by `$quantize` and the tail rows multiplied by
 /// `$tail_dots`.
 macro_rules! entry_points {
     ($x:ty, $quantize:expr, $tail_dots:expr) => {
-        super::grouped::entry_points!(@group_dots group_dots, $x, None);
+        super::grouped::entry_points!(@group_dots group_dots, $x, [None, None]);
         super::grouped::entry_points!(@matmul_t $x, $quantize, $tail_dots);
     };
     ($x:ty, $quantize:expr, $tail_dots:expr, avx512) => {
-        super::grouped::entry_points!(@group_dots group_dots, $x, Some(&AVX512));
+        super::grouped::entry_points!(@group_dots group_dots, $x, [None, Some(&AVX512)]);
         #[cfg(test)]
-        super::grouped::entry_points!(@group_dots group_dots_avx2_or_portable, $x, None);
+        super::grouped::entry_points!(@group_dots group_dots_avx2_or_portable, $x, [None, None]);
         super::grouped::entry_points!(@matmul_t $x, $quantize, $tail_dots);
     };
-    (@group_dots $name:ident, $x:ty, $avx512:expr) => {
+    ($x:ty, $quantize:expr, $tail_dots:expr, avx512, vnni) => {
+        super::grouped::entry_points!(@group_dots group_dots, $x, [Some(&AVX512_VNNI), Some(&AVX512)]);
+        #[cfg(test)]
+        super::grouped::entry_points!(@group_dots group_dots_without_vnni, $x, [None, Some(&AVX512)]);
+        #[cfg(test)]
+        super::grouped::entry_points!(@group_dots group_dots_avx2_or_portable, $x, [None, None]);
+        super::grouped::entry_points!(@matmul_t $x, $quantize, $tail_dots);
+    };
+    (@group_dots $name:ident, $x:ty, $wide:expr) => {
         pub fn $name(group: &[u8], xs: &[&[$x]], out: &mut [[f32; ROWS]]) {
             #[cfg(target_arch = "x86_64")]
-            return super::grouped::best(group, xs, out, $avx512, &AVX2, group_dots_portable);
+            return super::grouped::best(group, xs, out, $wide, &AVX2, group_dots_portable);
             #[cfg(target_arch = "aarch64")]
             return super::grouped::best(group, xs, out, &NEON, group_dots_portable);
             #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -13,10 +13,11 @@
 //! processing 21 instead of 72 tokens/s, since dot products are not a tiled matrix product.
 //! Q4_K and Q6_K (the 3B model), Q4_1 and Q8_0 (SmolLM2) are repacked at load sixteen rows
 //! at a time, in place of the GGUF tensor, for register-tiled kernels ([`grouped`],
-//! [`q4_k_x16`], [`q6_k_x16`], [`q4_1_x16`], [`q8_0_x16`]); generation prefetches the weights
-//! two blocks ahead. On one AVX-512 thread the 3B's prompts went from 15 to 33 tokens/s and
-//! its generation from 4.1 to 5.9; SmolLM2's prompts from about 215 to 420. On aarch64 the
-//! same layouts have NEON kernels built on the dot-product instructions (`neon.rs`). A tied
+//! [`q4_k_x16`], [`q6_k_x16`], [`q4_1_x16`], [`q8_0_x16`]). On one AVX-512 thread the 3B's
+//! prompts went from 15 to 33 tokens/s and its generation from 4.1 to 5.9; SmolLM2's prompts
+//! from about 215 to 420. Generation leaves the weights' stream to the hardware prefetchers
+//! (see [`q4_k_x16`] for why). On aarch64 the same layouts have NEON kernels built on the
+//! dot-product instructions (`neon.rs`). A tied
 //! embedding's table of one of these types is owned by the output projection, which reads
 //! rows back for the lookup ([`QLinear::dequantize_rows`]); a tied table of another type is
 //! shared and stays in GGUF blocks.
@@ -296,6 +297,15 @@ fn has_avx512bw() -> bool {
     false
 }
 
+/// Whether the 512-bit kernels that sum bytes' products with VNNI's `vpdpbusd` can run.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn has_avx512vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx512bw() && is_x86_feature_detected!("avx512vnni");
+    #[allow(unreachable_code)]
+    false
+}
+
 /// `out[i][j] = dot(x[i], w[j])` for weight rows of `row_bytes` in `bytes` and `m` input rows,
 /// where `dots(w_row, rows, column)` fills `column[t] = dot(x[rows.start + t], w_row)`: the
 /// kernels unpack a weight row once for several input rows. Input rows are taken a tile at a
@@ -451,9 +461,10 @@ mod tests {
         group_bytes: usize,
         repack: fn(&[u8], usize) -> Vec<u8>,
         quantize: fn(&[f32]) -> Vec<X>,
-        kernels: [grouped::GroupDots<X>; 3],
+        kernels: &[(&str, grouped::GroupDots<X>)],
         row_dot: fn(&[u8], &[X]) -> f32,
     ) {
+        let (_, reference) = kernels.last().expect("the portable kernel comes last");
         let k = 512;
         let w = Tensor::randn(0f32, 1.0, (32, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, dtype).unwrap();
@@ -468,8 +479,8 @@ mod tests {
         for g in 0..2 {
             let group = &repacked[g * per_group..(g + 1) * per_group];
             let mut portable = vec![[0.0f32; 16]; 21];
-            kernels[2](group, &xs, &mut portable);
-            for (name, kernel) in ["best", "AVX2", "portable"].iter().zip(kernels) {
+            reference(group, &xs, &mut portable);
+            for (name, kernel) in kernels {
                 let mut got = vec![[0.0f32; 16]; 21];
                 kernel(group, &xs, &mut got);
                 // The same bits on every CPU: the SIMD kernels' float steps are the portable
@@ -496,7 +507,12 @@ mod tests {
             q4_k_x16::GROUP_BYTES,
             q4_k_x16::repack,
             q4_k::quantize,
-            [q4_k_x16::group_dots, q4_k_x16::group_dots_avx2_or_portable, q4_k_x16::group_dots_portable],
+            &[
+                ("best", q4_k_x16::group_dots),
+                ("without VNNI", q4_k_x16::group_dots_without_vnni),
+                ("AVX2", q4_k_x16::group_dots_avx2_or_portable),
+                ("portable", q4_k_x16::group_dots_portable),
+            ],
             q4_k::dot_portable,
         );
         check_repacked(
@@ -504,7 +520,11 @@ mod tests {
             q6_k_x16::GROUP_BYTES,
             q6_k_x16::repack,
             q4_k::quantize,
-            [q6_k_x16::group_dots, q6_k_x16::group_dots_avx2_or_portable, q6_k_x16::group_dots_portable],
+            &[
+                ("best", q6_k_x16::group_dots),
+                ("AVX2", q6_k_x16::group_dots_avx2_or_portable),
+                ("portable", q6_k_x16::group_dots_portable),
+            ],
             q6_k::dot_portable,
         );
         check_repacked(
@@ -512,7 +532,7 @@ mod tests {
             q8_0_x16::GROUP_BYTES,
             q8_0_x16::repack,
             q4_1::quantize,
-            [q8_0_x16::group_dots, q8_0_x16::group_dots, q8_0_x16::group_dots_portable],
+            &[("best", q8_0_x16::group_dots), ("portable", q8_0_x16::group_dots_portable)],
             q8_0_x16::row_dot,
         );
         check_repacked(
@@ -520,7 +540,11 @@ mod tests {
             q4_1_x16::GROUP_BYTES,
             q4_1_x16::repack,
             q4_1::quantize,
-            [q4_1_x16::group_dots, q4_1_x16::group_dots_avx2_or_portable, q4_1_x16::group_dots_portable],
+            &[
+                ("best", q4_1_x16::group_dots),
+                ("AVX2", q4_1_x16::group_dots_avx2_or_portable),
+                ("portable", q4_1_x16::group_dots_portable),
+            ],
             q4_1::dot_portable,
         );
     }

@@ -101,12 +101,6 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; R
         let m = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(M) as *const __m256i));
         let mut w = [_mm512_setzero_si512(); 8];
         for t in 0..4 {
-            if R == 1 {
-                // Generation reads each weight once: ask for the block after next early (the
-                // same in the Q4_K and Q6_K kernels took the 3B's generation from 4.6 to 5.9
-                // tokens/s on one thread).
-                _mm_prefetch::<_MM_HINT_T0>(p.add(2 * GROUP_BYTES + 64 * t) as *const i8);
-            }
             let packed = _mm512_loadu_si512(p.add(QS + 64 * t) as *const __m512i);
             w[2 * t] = _mm512_and_si512(packed, low);
             w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
@@ -171,7 +165,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
 }
 
 #[cfg(target_arch = "x86_64")]
-// SAFETY: loads stay inside a GROUP_BYTES block (64 bytes from QS + 64t, 32 from D and M) and an activation block (four bytes from at <= 28); prefetches may point past the group and do not fault.
+// SAFETY: loads stay inside a GROUP_BYTES block (64 bytes from QS + 64t, 32 from D and M) and an activation block (four bytes from at <= 28).
 const AVX512: Kernels<Q8, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.

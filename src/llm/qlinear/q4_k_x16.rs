@@ -14,6 +14,12 @@
 //! The repacked tensor replaces the GGUF one (it is 2.8 % larger: the scales and minimums are
 //! stored unpacked as bytes), so resident memory stays near the file's size.
 //!
+//! Generation (one activation row) reads each weight once, in address order, and leaves the
+//! stream to the hardware prefetchers, in every repacked layout's kernels. Software prefetches
+//! two blocks ahead, which they used to issue, cost more than they gave on a Zen 4 host: one
+//! thread streamed Q4_K tensors at 13-15 GB/s with them and 15-17 without, Q6_K at 16 and 20,
+//! and the 3B generated 10-15 % faster without them at one and two threads.
+//!
 //! Layout, per group of sixteen rows and per 256-value super-block (`GROUP_BYTES`):
 //! - `d[16]`, then `dmin[16]` (f16, one per row);
 //! - `scales[8][16]`, then `mins[8][16]` (6-bit values as bytes, per sub-block then row);
@@ -164,10 +170,6 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
         for j in 0..8 {
             let mut w = [_mm512_setzero_si512(); 8];
             for t in 0..4 {
-                if R == 1 {
-                    // Generation reads each weight once: ask for the super-block after next early.
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(2 * GROUP_BYTES + QS + 256 * j + 64 * t) as *const i8);
-                }
                 let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
                 w[2 * t] = _mm512_and_si512(packed, low);
                 w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
@@ -183,6 +185,70 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
                     dot = _mm512_add_epi16(dot, _mm512_maddubs_epi16(*ws, bcast(x.add(at))));
                 }
                 sumi[r] = _mm512_add_epi32(sumi[r], _mm512_madd_epi16(dot, scales));
+            }
+        }
+        for r in 0..R {
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(xs[r][b].d));
+            acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+    out
+}
+
+/// [`group_avx512`] with AVX-512 VNNI: `vpdpbusd` adds four bytes' products a lane straight
+/// into 32 bits, so a sub-block's eight products per activation row need no 16-bit sums, and
+/// its scales multiply the 32-bit sum (`vpmulld`) instead of going through a `madd`; the
+/// minimums' pairs are summed by `vpdpwssd`. The integers are `group_avx512`'s, so are the
+/// bits. With a tensor's groups in L2, on one Zen 4 core: 1.17x as fast for one activation
+/// row (49 to 57 GB/s of weights) and 1.19x for a tile of eight. From memory, generation is
+/// mostly bound by the stream itself; prompts are bound by this arithmetic.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_epi8(0x0f);
+    let bcast = |p: *const i8| _mm512_set1_epi32((p as *const i32).read_unaligned());
+    let both_halves = |p: *const u8| {
+        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
+    };
+    let mut acc = [_mm512_setzero_ps(); R];
+    for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let p = gb.as_ptr();
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D) as *const __m256i));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN) as *const __m256i));
+        let mut summ = [_mm512_setzero_si512(); R];
+        for j in 0..8 {
+            let mins = both_halves(p.add(MINS + ROWS * j));
+            for r in 0..R {
+                let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
+                summ[r] = _mm512_dpwssd_epi32(summ[r], pair, mins);
+            }
+        }
+        for r in 0..R {
+            let scale = _mm512_mul_ps(dmin, _mm512_set1_ps(xs[r][b].d));
+            acc[r] = _mm512_fnmadd_ps(scale, _mm512_cvtepi32_ps(summ[r]), acc[r]);
+        }
+        let mut sumi = [_mm512_setzero_si512(); R];
+        for j in 0..8 {
+            let mut w = [_mm512_setzero_si512(); 8];
+            for t in 0..4 {
+                let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
+                w[2 * t] = _mm512_and_si512(packed, low);
+                w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+            }
+            let scales = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SCALES + ROWS * j) as *const __m128i));
+            for r in 0..R {
+                let x = xs[r][b].qs.as_ptr().add(32 * j);
+                let mut dot = _mm512_setzero_si512();
+                for (s, ws) in w.iter().enumerate() {
+                    dot = _mm512_dpbusd_epi32(dot, *ws, bcast(x.add(8 * (s / 2) + 4 * (s % 2))));
+                }
+                sumi[r] = _mm512_add_epi32(sumi[r], _mm512_mullo_epi32(dot, scales));
             }
         }
         for r in 0..R {
@@ -257,8 +323,11 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 }
 
 #[cfg(target_arch = "x86_64")]
-// SAFETY: loads stay inside a GROUP_BYTES super-block (at most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from 32j + at <= 252, and the pairs of its 16 sums); prefetches may point past the group and do not fault.
+// SAFETY: loads stay inside a GROUP_BYTES super-block (at most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from 32j + at <= 252, and the pairs of its 16 sums).
 const AVX512: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
+#[cfg(target_arch = "x86_64")]
+// SAFETY: the loads of AVX512's kernels; `best` runs these only where the CPU has AVX-512 VNNI.
+const AVX512_VNNI: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512_vnni::<8>, group_avx512_vnni::<1>) };
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.
 const AVX2: Kernels<Q8K, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
@@ -317,4 +386,4 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 // bytes from 32j and 32j + 16, and its sums).
 const NEON: Kernels<Q8K, 4> = unsafe { Kernels::new(group_neon::<4>, group_neon::<1>) };
 
-super::grouped::entry_points!(Q8K, q4_k::quantize, q4_k::dots, avx512);
+super::grouped::entry_points!(Q8K, q4_k::quantize, q4_k::dots, avx512, vnni);

@@ -142,12 +142,6 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
         let mut sumi = [_mm512_setzero_si512(); R];
         for sg in 0..16 {
             let at = p.add(QS + GROUP_VALUES * sg);
-            if R == 1 {
-                // Generation reads each weight once: ask for the super-block after next early.
-                for line in 0..3 {
-                    _mm_prefetch::<_MM_HINT_T0>(at.add(2 * GROUP_BYTES + 64 * line) as *const i8);
-                }
-            }
             let ql0 = _mm512_loadu_si512(at as *const __m512i);
             let ql1 = _mm512_loadu_si512(at.add(64) as *const __m512i);
             let qh = _mm512_loadu_si512(at.add(128) as *const __m512i);
@@ -266,7 +260,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 }
 
 #[cfg(target_arch = "x86_64")]
-// SAFETY: loads stay inside a GROUP_BYTES super-block (64 bytes from QS + 192g + 0, 64, 128; 16 from SCALES + 16g; 32 from D) and inside an activation block (four bytes from 16g + 12 <= 252, and pairs of its 16 sums); prefetches may point past the group and do not fault.
+// SAFETY: loads stay inside a GROUP_BYTES super-block (64 bytes from QS + 192g + 0, 64, 128; 16 from SCALES + 16g; 32 from D) and inside an activation block (four bytes from 16g + 12 <= 252, and pairs of its 16 sums).
 const AVX512: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
 // SAFETY: as for AVX512, with 32-byte loads at 32h within each 64-byte array.

@@ -78,12 +78,6 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
     let mut acc = [[_mm256_setzero_ps(); R]; 2];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
         let p = gb.as_ptr();
-        if R == 1 {
-            // Generation reads each weight once: ask for the block after next early.
-            for line in 0..9 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(2 * GROUP_BYTES + 64 * line) as *const i8);
-            }
-        }
         let mut sums = [[_mm256_setzero_si256(); R]; 2];
         for t in 0..8 {
             for (h, sums) in sums.iter_mut().enumerate() {
@@ -110,8 +104,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8]; R]) -> [[f32; ROW
 
 #[cfg(target_arch = "x86_64")]
 // SAFETY: loads stay inside a GROUP_BYTES block (32 bytes from QS + 64t + 32h, 16 from D +
-// 16h) and an activation block (four bytes from 4t <= 28); prefetches may point past the group
-// and do not fault.
+// 16h) and an activation block (four bytes from 4t <= 28).
 const AVX2: Kernels<Q8, 4> = unsafe { Kernels::new(group_avx2::<4>, group_avx2::<1>) };
 
 /// [`group_avx2`] on aarch64 with the dot-product extension: a quarter of four rows (16 bytes
