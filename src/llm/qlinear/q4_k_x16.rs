@@ -129,6 +129,48 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
     }
 }
 
+/// Four bytes of an activation row broadcast to every 32-bit lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn bcast4(p: *const i8) -> std::arch::x86_64::__m512i {
+    std::arch::x86_64::_mm512_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// Sixteen bytes as 32-bit lanes with the byte in both 16-bit halves: a `madd` multiplier.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn both_halves(p: *const u8) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+    _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
+}
+
+/// Sub-block `j` of a group's super-block at `p` as eight registers of 4-bit values: register
+/// `s` holds values `8(s/2)..+4` of each row for even `s` (low nibbles), the next four for odd
+/// `s` (high nibbles); see the layout, and [`step_at`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn nibbles(p: *const u8, j: usize) -> [std::arch::x86_64::__m512i; 8] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_epi8(0x0f);
+    let mut w = [_mm512_setzero_si512(); 8];
+    for t in 0..4 {
+        let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
+        w[2 * t] = _mm512_and_si512(packed, low);
+        w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+    }
+    w
+}
+
+/// Where register `s` of [`nibbles`] finds its four activations within the sub-block.
+#[cfg(target_arch = "x86_64")]
+const fn step_at(s: usize) -> usize {
+    8 * (s / 2) + 4 * (s % 2)
+}
+
 /// One group against `R` activation rows on 512-bit registers.
 ///
 /// Per sub-block the group's 512 weight bytes are unpacked into eight registers once; each
@@ -139,14 +181,6 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
 unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
     use std::arch::x86_64::*;
-    let low = _mm512_set1_epi8(0x0f);
-    // Four-byte broadcasts from an activation row.
-    let bcast = |p: *const i8| _mm512_set1_epi32((p as *const i32).read_unaligned());
-    // Sixteen bytes as 32-bit lanes with the byte in both 16-bit halves: a `madd` multiplier.
-    let both_halves = |p: *const u8| {
-        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
-    };
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
         let p = gb.as_ptr();
@@ -158,7 +192,7 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
             let mins = both_halves(p.add(MINS + ROWS * j));
             for r in 0..R {
                 // The pair of 16-value sums of sub-block j, each multiplied by the minimum.
-                let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
+                let pair = bcast4(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
                 summ[r] = _mm512_add_epi32(summ[r], _mm512_madd_epi16(pair, mins));
             }
         }
@@ -168,21 +202,13 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
         }
         let mut sumi = [_mm512_setzero_si512(); R];
         for j in 0..8 {
-            let mut w = [_mm512_setzero_si512(); 8];
-            for t in 0..4 {
-                let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
-                w[2 * t] = _mm512_and_si512(packed, low);
-                w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
-            }
+            let w = nibbles(p, j);
             let scales = both_halves(p.add(SCALES + ROWS * j));
             for r in 0..R {
                 let x = xs[r][b].qs.as_ptr().add(32 * j);
-                let mut dot = _mm512_maddubs_epi16(w[0], bcast(x));
+                let mut dot = _mm512_maddubs_epi16(w[0], bcast4(x));
                 for (s, ws) in w.iter().enumerate().skip(1) {
-                    // Register s holds values 8(s/2)..+4 of the sub-block for even s (low
-                    // nibbles), the next four for odd s (high nibbles); see the layout.
-                    let at = 8 * (s / 2) + 4 * (s % 2);
-                    dot = _mm512_add_epi16(dot, _mm512_maddubs_epi16(*ws, bcast(x.add(at))));
+                    dot = _mm512_add_epi16(dot, _mm512_maddubs_epi16(*ws, bcast4(x.add(step_at(s)))));
                 }
                 sumi[r] = _mm512_add_epi32(sumi[r], _mm512_madd_epi16(dot, scales));
             }
@@ -210,12 +236,6 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; ROWS]; R] {
     use std::arch::x86_64::*;
-    let low = _mm512_set1_epi8(0x0f);
-    let bcast = |p: *const i8| _mm512_set1_epi32((p as *const i32).read_unaligned());
-    let both_halves = |p: *const u8| {
-        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm512_or_si512(v, _mm512_slli_epi32(v, 16))
-    };
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
         let p = gb.as_ptr();
@@ -225,7 +245,7 @@ unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[
         for j in 0..8 {
             let mins = both_halves(p.add(MINS + ROWS * j));
             for r in 0..R {
-                let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
+                let pair = bcast4(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
                 summ[r] = _mm512_dpwssd_epi32(summ[r], pair, mins);
             }
         }
@@ -235,18 +255,13 @@ unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[
         }
         let mut sumi = [_mm512_setzero_si512(); R];
         for j in 0..8 {
-            let mut w = [_mm512_setzero_si512(); 8];
-            for t in 0..4 {
-                let packed = _mm512_loadu_si512(p.add(QS + 256 * j + 64 * t) as *const __m512i);
-                w[2 * t] = _mm512_and_si512(packed, low);
-                w[2 * t + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
-            }
+            let w = nibbles(p, j);
             let scales = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SCALES + ROWS * j) as *const __m128i));
             for r in 0..R {
                 let x = xs[r][b].qs.as_ptr().add(32 * j);
                 let mut dot = _mm512_setzero_si512();
                 for (s, ws) in w.iter().enumerate() {
-                    dot = _mm512_dpbusd_epi32(dot, *ws, bcast(x.add(8 * (s / 2) + 4 * (s % 2))));
+                    dot = _mm512_dpbusd_epi32(dot, *ws, bcast4(x.add(step_at(s))));
                 }
                 sumi[r] = _mm512_add_epi32(sumi[r], _mm512_mullo_epi32(dot, scales));
             }
