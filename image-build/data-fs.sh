@@ -23,7 +23,9 @@ work=$(mktemp -d "$(dirname "$out")/.data-fs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 data=$work/data
 mkdir -p "$data/models" "$data/wick" "$data/log/journal" "$data/rauc"
-[ -z "$models" ] || cp -a "$models/$set" "$data/models/"
+# The set's files, without what `wick bench llm --synthetic` writes beside them (synthetic/:
+# a 1.9 GB stand-in 3B for benchmarks, which no device needs and which overflowed /data).
+[ -z "$models" ] || tar -C "$models" --exclude="$set/synthetic" -cf - "$set" | tar -C "$data/models" -xpf -
 # RAUC's status of the slots (data-directory=/data/rauc): slot A holds this image from the
 # factory, so RAUC (and `wick status`) know its version before any update was installed.
 eval "$(grep -E '^(version|compatible)=' "$root/etc/wick/image" | sed 's/^/image_/')"
