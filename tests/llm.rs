@@ -40,8 +40,26 @@ const MEAN_MARGIN_GAP: f64 = 0.2;
 /// compared, not only the steps before the first disagreement.
 #[test]
 fn greedy_decoding_matches_llama_cpp() {
+    let model = GgufFile::open(&gguf()).unwrap().load_model(2048, &common::device()).unwrap();
+    teacher_forced_against_llama_cpp(model, "wick");
+}
+
+/// The attention as it runs on a GPU (f16 cache and products, f32 mask and softmax), here on
+/// the CPU: the CUDA device runs this code, and a dtype that does not fit fails here rather
+/// than on the device. It stays as close to llama.cpp, whose own cache is f16, as the CPU's
+/// attention does.
+#[test]
+fn the_gpus_half_precision_attention_matches_llama_cpp_on_the_cpu() {
+    let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &Device::Cpu).unwrap();
+    model.set_attention_dtype(candle_core::DType::F16);
+    teacher_forced_against_llama_cpp(model, "wick with f16 attention");
+}
+
+/// Feeds every reference case through `model` (the prompt at once, then llama.cpp's tokens
+/// one by one) and checks that it picks llama.cpp's token wherever llama.cpp is sure, and that
+/// its margins stay near llama.cpp's on average.
+fn teacher_forced_against_llama_cpp(mut model: wick::llm::Llama, label: &str) {
     let reference = reference();
-    let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &common::device()).unwrap();
     let (mut gaps, mut disagreements, mut close_calls) = (Vec::new(), Vec::new(), 0);
     for case in reference["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -59,7 +77,7 @@ fn greedy_decoding_matches_llama_cpp() {
             let lead = (v[expected as usize] - best_other) as f64;
             gaps.push((lead - margins[step]).abs());
             if lead < 0.0 {
-                let line = format!("{name} step {step}: llama.cpp's margin {:.4}, wick's {lead:.4}", margins[step]);
+                let line = format!("{name} step {step}: llama.cpp's margin {:.4}, {label}'s {lead:.4}", margins[step]);
                 eprintln!("{line}");
                 if margins[step] >= FLOAT_ORDER_NOISE {
                     disagreements.push(line);
@@ -73,14 +91,14 @@ fn greedy_decoding_matches_llama_cpp() {
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     let max = gaps.iter().copied().fold(0.0, f64::max);
     eprintln!(
-        "{} steps: wick picks llama.cpp's token at all but {close_calls}, all of them closer than {FLOAT_ORDER_NOISE}; \
+        "{label}, {} steps: llama.cpp's token at all but {close_calls}, all of them closer than {FLOAT_ORDER_NOISE}; \
          margins differ by {mean:.3} on average, {max:.3} at most",
         gaps.len()
     );
-    assert!(disagreements.is_empty(), "wick picks another token where llama.cpp is sure: {disagreements:#?}");
+    assert!(disagreements.is_empty(), "{label} picks another token where llama.cpp is sure: {disagreements:#?}");
     assert!(
         mean <= MEAN_MARGIN_GAP,
-        "wick's margins are {mean:.3} from llama.cpp's on average (at most {MEAN_MARGIN_GAP})"
+        "{label}'s margins are {mean:.3} from llama.cpp's on average (at most {MEAN_MARGIN_GAP})"
     );
 }
 

@@ -237,6 +237,15 @@ impl Llama {
         self.max_context
     }
 
+    /// Runs the attention in `dtype` from now on (the cache, the products and the
+    /// probabilities; the mask and the softmax stay f32), and empties the cache. Loading picks
+    /// f16 on a GPU and f32 on the CPU; the tests choose f16 on the CPU to run the GPU's
+    /// attention code where there is no GPU.
+    pub fn set_attention_dtype(&mut self, dtype: DType) {
+        self.kv_dtype = dtype;
+        self.reset();
+    }
+
     /// Empties the KV cache.
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| l.cache.reset());
@@ -290,7 +299,8 @@ impl Llama {
             // the group into the query length lets one matmul per kv head do the work.
             let group = n_head / n_kv;
             let q = q.reshape((1, n_kv, group * n, hd))?;
-            let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?;
+            // The mask and the softmax are f32 on every device.
+            let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?.to_dtype(DType::F32)?;
             if let Some(mask) = &mask {
                 let total = offset + n;
                 scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((
@@ -300,7 +310,7 @@ impl Llama {
                     total,
                 ))?;
             }
-            let probs = attn_operand(kv_dtype, &candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?)?;
+            let probs = attn_operand(kv_dtype, &candle_nn::ops::softmax_last_dim(&scores)?)?;
             let ctx = probs
                 .matmul(&v.contiguous()?)?
                 .reshape((1, n_head, n, hd))?
