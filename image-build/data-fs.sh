@@ -23,8 +23,9 @@ work=$(mktemp -d "$(dirname "$out")/.data-fs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 data=$work/data
 mkdir -p "$data/models" "$data/wick" "$data/log/journal" "$data/rauc"
-# The set's files, without what `wick bench llm --synthetic` writes beside them (synthetic/:
-# a 1.9 GB stand-in 3B for benchmarks, which no device needs and which overflowed /data).
+# The set's directory, less a synthetic/ folder if one is there: `wick bench llm --synthetic`
+# writes its 1.9 GB stand-in 3B into `<models dir>/synthetic/`, which is the set's own directory
+# when it was run with --models-dir pointing at the set (a CI machine's /data overflowed so).
 [ -z "$models" ] || tar -C "$models" --exclude="$set/synthetic" -cf - "$set" | tar -C "$data/models" -xpf -
 # RAUC's status of the slots (data-directory=/data/rauc): slot A holds this image from the
 # factory, so RAUC (and `wick status`) know its version before any update was installed.

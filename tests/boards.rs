@@ -93,6 +93,8 @@ fn the_unit_runs_wick_unprivileged_without_network_and_with_a_watchdog() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=/data /run/wick",
+        // The GPU driver's kernel cache, where the service may write.
+        "Environment=CUDA_CACHE_PATH=/data/wick/cuda-cache",
         "DevicePolicy=closed",
         "CapabilityBoundingSet=",
     ] {
