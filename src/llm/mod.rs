@@ -1,6 +1,7 @@
 //! The language model: quantized Llama-architecture GGUF models on Candle, their tokenizer,
 //! and generation.
 
+mod attend;
 pub mod bench;
 pub mod chat;
 pub mod engine;

@@ -12,6 +12,7 @@ use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
+use super::attend;
 use super::qlinear::QLinear;
 use super::rope::{self, RopeScaling};
 use crate::attention::causal_mask;
@@ -295,28 +296,33 @@ impl Llama {
             // attention: q, k, v and the probabilities), so that greedy decoding follows it.
             let (q, k, v) = (attn_operand(kv_dtype, &q)?, attn_operand(kv_dtype, &k)?, attn_operand(kv_dtype, &v)?);
             let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
-            // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
-            // the group into the query length lets one matmul per kv head do the work.
-            let group = n_head / n_kv;
-            let q = q.reshape((1, n_kv, group * n, hd))?;
-            // The mask and the softmax are f32 on every device.
-            let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?.to_dtype(DType::F32)?;
-            if let Some(mask) = &mask {
-                let total = offset + n;
-                scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((
-                    1,
-                    n_kv,
-                    group * n,
-                    total,
-                ))?;
-            }
-            let probs = attn_operand(kv_dtype, &candle_nn::ops::softmax_last_dim(&scores)?)?;
-            let ctx = probs
-                .matmul(&v.contiguous()?)?
-                .reshape((1, n_head, n, hd))?
-                .transpose(1, 2)?
-                .reshape((1, n, n_head * hd))?
-                .to_dtype(DType::F32)?;
+            let ctx = if n == 1 && kv_dtype == DType::F32 && self.device.is_cpu() && hd % attend::LANES == 0 {
+                // One new token on the CPU: the cache is read where it lies (`attend`).
+                q.apply_op3_no_bwd(&k, &v, &attend::CachedAttention { f16_probs: true })?
+            } else {
+                // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
+                // the group into the query length lets one matmul per kv head do the work.
+                let group = n_head / n_kv;
+                let q = q.reshape((1, n_kv, group * n, hd))?;
+                // The mask and the softmax are f32 on every device.
+                let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?.to_dtype(DType::F32)?;
+                if let Some(mask) = &mask {
+                    let total = offset + n;
+                    scores = scores.reshape((1, n_kv, group, n, total))?.broadcast_add(mask)?.reshape((
+                        1,
+                        n_kv,
+                        group * n,
+                        total,
+                    ))?;
+                }
+                let probs = attn_operand(kv_dtype, &candle_nn::ops::softmax_last_dim(&scores)?)?;
+                probs
+                    .matmul(&v.contiguous()?)?
+                    .reshape((1, n_head, n, hd))?
+                    .transpose(1, 2)?
+                    .reshape((1, n, n_head * hd))?
+                    .to_dtype(DType::F32)?
+            };
             x = (x + layer.o.forward(&ctx)?)?;
             let h = layer.ffn_norm.forward(&x)?;
             let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
