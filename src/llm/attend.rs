@@ -124,7 +124,8 @@ impl CustomOp3 for CachedAttention {
 /// are then added pairwise (lane l + lane l+8, then l + l+4, l + l+2, 0 + 1): the order is
 /// fixed, and multiplications and additions are never fused, so every kernel gives the same
 /// bits. The x86 kernels are written with intrinsics: LLVM vectorised the portable loops
-/// two lanes wide.
+/// two lanes wide. They read whole rows through raw pointers: every row comes bounds-checked
+/// from its view, and `hd` is a multiple of `LANES` (the op checks it).
 fn attend_head(
     q: &[f32],
     keys: &View,
