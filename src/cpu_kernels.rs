@@ -70,6 +70,16 @@ macro_rules! widest {
 }
 pub(crate) use widest;
 
+widest!(
+    /// `y += a · x`: the voice's direct convolution, the LLM's attention weighing its values.
+    /// Each element is one product and one sum, so every tier gives the same bits.
+    pub(crate) axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    }
+);
+
 /// The f32 values of a contiguous CPU tensor, for custom ops; `who` names the op in the error.
 pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, who: &str) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {

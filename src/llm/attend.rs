@@ -15,6 +15,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use crate::cpu_kernels::axpy;
+
 /// Lanes of the dot products' partial sums: one AVX-512 register, two AVX2 ones, an array in
 /// the portable kernel; all add in the same order. Head sizes must be multiples of it.
 pub const LANES: usize = 16;
@@ -120,11 +122,11 @@ impl CustomOp3 for CachedAttention {
 
 /// `scores[g][t] = q[g] · key[t] · scale` for the query heads of one kv head, then
 /// `out[g] = Σ_t p[g][t] · value[t]` once `between` has turned the scores into probabilities;
-/// the keys and values read in place. Each product is summed in `LANES` partial sums, which
+/// the keys and values read in place. Each score's product is summed in `LANES` partial sums, which
 /// are then added pairwise (lane l + lane l+8, then l + l+4, l + l+2, 0 + 1): the order is
 /// fixed, and multiplications and additions are never fused, so every kernel gives the same
-/// bits. The x86 kernels are written with intrinsics: LLVM vectorised the portable loops
-/// two lanes wide. They read whole rows through raw pointers: every row comes bounds-checked
+/// bits. The x86 score kernels are written with intrinsics: LLVM vectorised the portable
+/// loop two lanes wide. They read whole rows through raw pointers: every row comes bounds-checked
 /// from its view, and `hd` is a multiple of `LANES` (the op checks it).
 fn attend_head(
     q: &[f32],
@@ -143,14 +145,14 @@ fn attend_head(
             Some(Tier::Avx512) => unsafe {
                 scores_avx512(q, keys, scale, scores);
                 between(scores);
-                values_avx512(scores, values, out);
+                weigh_values(scores, values, out);
                 return;
             },
             // SAFETY: the CPU has AVX2.
             Some(Tier::Avx2) => unsafe {
                 scores_avx2(q, keys, scale, scores);
                 between(scores);
-                values_avx2(scores, values, out);
+                weigh_values(scores, values, out);
                 return;
             },
             None => {}
@@ -158,7 +160,7 @@ fn attend_head(
     }
     scores_portable(q, keys, scale, scores);
     between(scores);
-    values_portable(scores, values, out);
+    weigh_values(scores, values, out);
 }
 
 fn scores_portable(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
@@ -183,16 +185,15 @@ fn scores_portable(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
     }
 }
 
-fn values_portable(probs: &[f32], values: &View, out: &mut [f32]) {
+/// `out[g] += Σ_t p[g][t] · value[t]`, the values read in place (`axpy` picks the vector
+/// width; element by element, its bits are the same on every tier).
+fn weigh_values(probs: &[f32], values: &View, out: &mut [f32]) {
     let hd = values.hd;
     let total = probs.len() / (out.len() / hd);
     for t in 0..total {
         let value = values.row(t);
         for (g, out) in out.chunks_exact_mut(hd).enumerate() {
-            let p = probs[g * total + t];
-            for (o, x) in out.iter_mut().zip(value) {
-                *o += p * x;
-            }
+            axpy(out, probs[g * total + t], value);
         }
     }
 }
@@ -252,44 +253,6 @@ unsafe fn sum8(v: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn values_avx512(probs: &[f32], values: &View, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let hd = values.hd;
-    let total = probs.len() / (out.len() / hd);
-    for t in 0..total {
-        let value = values.row(t).as_ptr();
-        for (g, out) in out.chunks_exact_mut(hd).enumerate() {
-            let p = _mm512_set1_ps(probs[g * total + t]);
-            let out = out.as_mut_ptr();
-            for i in (0..hd).step_by(LANES) {
-                let o = _mm512_add_ps(_mm512_loadu_ps(out.add(i)), _mm512_mul_ps(p, _mm512_loadu_ps(value.add(i))));
-                _mm512_storeu_ps(out.add(i), o);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn values_avx2(probs: &[f32], values: &View, out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let hd = values.hd;
-    let total = probs.len() / (out.len() / hd);
-    for t in 0..total {
-        let value = values.row(t).as_ptr();
-        for (g, out) in out.chunks_exact_mut(hd).enumerate() {
-            let p = _mm256_set1_ps(probs[g * total + t]);
-            let out = out.as_mut_ptr();
-            for i in (0..hd).step_by(8) {
-                let o = _mm256_add_ps(_mm256_loadu_ps(out.add(i)), _mm256_mul_ps(p, _mm256_loadu_ps(value.add(i))));
-                _mm256_storeu_ps(out.add(i), o);
-            }
-        }
-    }
-}
-
 /// Candle's CPU softmax (subtract the maximum, exponentiate, divide by the sum), then the
 /// probabilities rounded to f16 if asked.
 fn softmax_in_place(row: &mut [f32], f16_probs: bool) {
@@ -337,38 +300,31 @@ mod tests {
         Ok(())
     }
 
-    /// Every kernel this CPU can run gives the portable kernel's bits.
+    /// Every score kernel this CPU can run gives the portable kernel's bits.
     #[test]
     fn kernels_give_the_same_bits() {
         let (group, hd, total) = (3, 128, 45);
-        let data: Vec<f32> = (0..2 * total * hd).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect();
-        let view = |start| View { data: &data, start, head: total * hd, pos: hd, hd };
-        let (keys, values) = (view(0), view(total * hd));
+        let data: Vec<f32> = (0..total * hd).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect();
+        let keys = View { data: &data, start: 0, head: total * hd, pos: hd, hd };
         let q: Vec<f32> = (0..group * hd).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 2.0).collect();
-        let probs: Vec<f32> = (0..group * total).map(|i| (i % 17) as f32 / 170.0).collect();
-        let mut want = (vec![0.0f32; group * total], vec![0.0f32; group * hd]);
-        scores_portable(&q, &keys, 0.125, &mut want.0);
-        values_portable(&probs, &values, &mut want.1);
+        let mut want = vec![0.0f32; group * total];
+        scores_portable(&q, &keys, 0.125, &mut want);
         #[cfg(target_arch = "x86_64")]
         {
-            type Kernels = (unsafe fn(&[f32], &View, f32, &mut [f32]), unsafe fn(&[f32], &View, &mut [f32]));
-            let mut tiers: Vec<(&str, Kernels)> = Vec::new();
+            type Kernel = unsafe fn(&[f32], &View, f32, &mut [f32]);
+            let mut tiers: Vec<(&str, Kernel)> = Vec::new();
             if is_x86_feature_detected!("avx2") {
-                tiers.push(("avx2", (scores_avx2, values_avx2)));
+                tiers.push(("avx2", scores_avx2));
             }
             if is_x86_feature_detected!("avx512f") {
-                tiers.push(("avx512", (scores_avx512, values_avx512)));
+                tiers.push(("avx512", scores_avx512));
             }
-            for (name, (scores, values_of)) in tiers {
-                let mut got = (vec![0.0f32; group * total], vec![0.0f32; group * hd]);
+            for (name, scores) in tiers {
+                let mut got = vec![0.0f32; group * total];
                 // SAFETY: the CPU has the kernel's features.
-                unsafe {
-                    scores(&q, &keys, 0.125, &mut got.0);
-                    values_of(&probs, &values, &mut got.1);
-                }
+                unsafe { scores(&q, &keys, 0.125, &mut got) };
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got.0), bits(&want.0), "{name}: scores");
-                assert_eq!(bits(&got.1), bits(&want.1), "{name}: weighted values");
+                assert_eq!(bits(&got), bits(&want), "{name}: scores");
             }
         }
     }

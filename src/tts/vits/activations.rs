@@ -86,15 +86,6 @@ widest!(
 );
 
 widest!(
-    /// `y += a · x`, for the convolution kernel's direct path.
-    pub(super) axpy(y: &mut [f32], a: f32, x: &[f32]) {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y += a * x;
-        }
-    }
-);
-
-widest!(
     gate_slice(out: &mut [f32], a: &[f32], b: &[f32]) {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
             *o = tanh_f32(a) * sigmoid_f32(b);

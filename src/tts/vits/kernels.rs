@@ -19,8 +19,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::activations::{axpy, leaky_relu_into};
+use super::activations::leaky_relu_into;
 use super::tiled_conv::{self, Geometry};
+use crate::cpu_kernels::axpy;
 use crate::cpu_kernels::{gemm_f32, SharedOut, Strided};
 
 /// Up to this many output channels, a block skips the matrix product (see `block_direct`).
