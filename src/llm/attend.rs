@@ -13,8 +13,8 @@
 //! cache rounds them. Only the order of the float sums differs.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
-use rayon::prelude::*;
 
+use super::pool::Pool;
 use crate::cpu_kernels::axpy;
 
 /// Lanes of the dot products' partial sums: one AVX-512 register, two AVX2 ones, an array in
@@ -106,11 +106,10 @@ impl CustomOp3 for CachedAttention {
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         let mut out = vec![0.0f32; n_head * hd];
         // One task per kv head: its group's query heads are consecutive, as are their outputs.
-        out.par_chunks_mut(group * hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (h, out)| {
-            scores.clear();
-            scores.resize(group * total, 0.0);
+        Pool::global().for_each_chunk_mut(&mut out, group * hd, |h, out| {
+            let mut scores = vec![0.0f32; group * total];
             let q = &q[h * group * hd..(h + 1) * group * hd];
-            attend_head(q, &keys.head(h), &values.head(h), scale, scores, out, |scores| {
+            attend_head(q, &keys.head(h), &values.head(h), scale, &mut scores, out, |scores| {
                 for row in scores.chunks_exact_mut(total) {
                     softmax_in_place(row, self.f16_probs);
                 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod model;
+mod pool;
 mod qlinear;
 pub mod rope;
 pub mod sampling;

@@ -12,9 +12,9 @@ use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
-use super::attend;
 use super::qlinear::QLinear;
 use super::rope::{self, RopeScaling};
+use super::{attend, pool};
 use crate::attention::causal_mask;
 
 /// The shape of a Llama model, from the GGUF metadata.
@@ -153,6 +153,9 @@ pub struct Llama {
     device: Device,
     /// The KV cache's and the attention products' type: f16 on a GPU, f32 on the CPU.
     kv_dtype: DType,
+    /// Generation's serial part on the CPU (see [`Llama::forward`]); started at the first
+    /// generated token, one per model so that two models in one process do not queue.
+    generation_thread: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Llama {
@@ -226,7 +229,19 @@ impl Llama {
         }
         let norm = norm(tensor("output_norm.weight")?, config.rms_eps)?;
         let kv_dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
-        Ok(Self { config, embed, layers, norm, output, cos, sin, max_context, device: device.clone(), kv_dtype })
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            max_context,
+            device: device.clone(),
+            kv_dtype,
+            generation_thread: None,
+        })
     }
 
     /// Tokens currently held in the KV cache.
@@ -254,13 +269,34 @@ impl Llama {
 
     /// Runs `tokens` after the cached ones and returns the f32 logits of the last position.
     ///
-    /// The whole pass runs as one job on the inference thread pool: from outside the pool,
-    /// every parallel matmul would hand its work to the pool and put the caller to sleep until
-    /// it was done, a wake-up and a sleep per matmul (a third of the time of SmolLM2's tokens
-    /// on one thread); inside, the pool's own threads share each matmul and the first of them
-    /// works through the small operations in between.
+    /// A prompt's pass runs as one job on rayon's pool: from outside the pool, every parallel
+    /// matmul would hand its work to the pool and put the caller to sleep until it was done, a
+    /// wake-up and a sleep per matmul (a third of the time of SmolLM2's tokens on one thread);
+    /// inside, the pool's own threads share each matmul and the first of them works through
+    /// the small operations in between.
+    ///
+    /// Generating one token on the CPU shares its matmuls and attention on wick's spinning
+    /// pool ([`super::pool`]) instead, and runs the rest on a rayon pool of one thread: there
+    /// Candle's small operations (RoPE's heads, the norms) run in line rather than waking
+    /// rayon's workers, which would compete with the spinning ones for the cores.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
-        rayon::scope(|_| self.forward_in_pool(tokens))
+        if tokens.len() == 1 && self.device.is_cpu() {
+            let thread = match &self.generation_thread {
+                Some(thread) => thread.clone(),
+                None => {
+                    let thread = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .thread_name(|_| "wick-llm-0".into())
+                        .start_handler(|_| pool::lower_priority())
+                        .build()
+                        .map_err(|e| candle_core::Error::Msg(format!("cannot start the generation thread: {e}")))?;
+                    self.generation_thread.insert(Arc::new(thread)).clone()
+                }
+            };
+            thread.install(|| self.forward_in_pool(tokens))
+        } else {
+            rayon::scope(|_| self.forward_in_pool(tokens))
+        }
     }
 
     fn forward_in_pool(&mut self, tokens: &[u32]) -> Result<Tensor> {

@@ -31,6 +31,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 use rayon::prelude::*;
 
+use super::pool::Pool;
+
 pub enum QLinear {
     /// Weight rows of `cols` values in GGUF blocks, multiplied in place.
     Blocks {
@@ -246,15 +248,19 @@ fn gguf_rows_as_f32(dtype: GgmlDType, bytes: &[u8], cols: usize) -> Result<Vec<f
 /// one input row (generation) that buffer is `out` itself.
 fn by_weight_chunks(n: usize, m: usize, out: &mut [f32], compute: impl Fn(usize, usize, &mut [f32]) + Sync) {
     const CHUNK: usize = 32;
+    if m == 1 {
+        // Generation: on the spinning pool, whose workers are awake between the token's steps.
+        return Pool::global().for_each_chunk_mut(out, CHUNK, |c, res| {
+            let start = c * CHUNK;
+            compute(start, start + res.len(), res);
+        });
+    }
     let run = |buf: &mut [f32]| {
         buf.par_chunks_mut(CHUNK * m).enumerate().for_each(|(c, res)| {
             let start = c * CHUNK;
             compute(start, start + res.len() / m, res);
         })
     };
-    if m == 1 {
-        return run(out);
-    }
     // Chunk after chunk, each [m][width]: the chunk c holds columns c*CHUNK.. of every row.
     // Gathered row by row in parallel: serial, this copy was a part of the prompt that a
     // second thread did not speed up.
