@@ -100,6 +100,12 @@ fn the_unit_runs_wick_unprivileged_without_network_and_with_a_watchdog() {
     ] {
         assert!(has(line), "wick.service lacks {line}");
     }
+    // Allowed again after the filter that denies @resources (a later line adds to an allow
+    // list), so that generation's threads may lower their own priority.
+    let line_of = |line: &str| unit.lines().position(|l| l.trim() == line);
+    let denied = line_of("SystemCallFilter=~@privileged @resources").expect("wick.service denies @resources");
+    let allowed = line_of("SystemCallFilter=setpriority").expect("wick.service allows setpriority");
+    assert!(allowed > denied, "SystemCallFilter=setpriority must come after the @resources deny line");
     let watchdog = unit.lines().find_map(|l| l.strip_prefix("WatchdogSec=")).expect("WatchdogSec= is set");
     let secs: f64 = watchdog.trim_end_matches('s').parse().expect("WatchdogSec= in seconds");
     // wick pings at half the interval from a loop that ticks every few hundred milliseconds,
