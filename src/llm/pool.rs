@@ -35,9 +35,10 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a worker spins for the next job before it parks. Between two steps of a token the
-/// gaps are tens of microseconds; between tokens, the sampling and the pipeline's hand-off.
-/// Two milliseconds covers both and costs an idle core that much after generation ends.
+/// How long a worker waits for the next job before it parks (spinning, then yielding its core
+/// to anything else runnable: [`pause`]). Between two steps of a token the gaps are tens of
+/// microseconds; between tokens, the sampling and the pipeline's hand-off. Two milliseconds
+/// covers both, and costs that much of an otherwise idle core after generation ends.
 const SPIN: Duration = Duration::from_millis(2);
 
 /// A thread's range of tasks is one word: the job's number, then the first and the end of
