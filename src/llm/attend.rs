@@ -7,12 +7,13 @@
 //! lie in the cache, once for the whole group. Paired on one Zen 4 thread, 1000 tokens of
 //! context: SmolLM2 generated 73-75 tok/s before and 89-97 with it, the 3B 7.6-8.1 and 9.7-10.0.
 //!
-//! The arithmetic is the Candle path's on the CPU: q and the cache hold values rounded to
-//! f16, the scores are f32 products times 1/√hd, the softmax subtracts the row's maximum, and
+//! The arithmetic is the Candle path's on the CPU: q holds values rounded to f16 and the cache
+//! is f16 (converted to f32 exactly as it is read), the scores are f32 products times 1/√hd, the softmax subtracts the row's maximum, and
 //! the probabilities are rounded to f16 before they weigh the values, where llama.cpp's f16
 //! cache rounds them. Only the order of the float sums differs.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
+use half::f16;
 
 use super::pool::Pool;
 use crate::cpu_kernels::axpy;
@@ -21,18 +22,19 @@ use crate::cpu_kernels::axpy;
 /// the portable kernel; all add in the same order. Head sizes must be multiples of it.
 pub const LANES: usize = 16;
 
-/// `softmax(q kᵀ / √hd) v` for one query position: q `[1, n_head, 1, hd]` (contiguous), the
-/// cache's keys and values `[1, n_kv, total, hd]` (any strides, rows contiguous), out
+/// `softmax(q kᵀ / √hd) v` for one query position: q `[1, n_head, 1, hd]` (contiguous, f32), the
+/// cache's keys and values `[1, n_kv, total, hd]` (f16, any strides, rows contiguous), out
 /// `[1, 1, n_head · hd]`.
 pub struct CachedAttention {
     /// Round the probabilities to f16 (the CPU's llama.cpp-like numerics).
     pub f16_probs: bool,
 }
 
-/// A cache view's element offsets: where head `h`, position `t` starts.
+/// A cache view's element offsets: where head `h`, position `t` starts. The cache holds f16:
+/// the values llama.cpp's f16 cache would hold, in half the bytes of f32.
 #[derive(Clone, Copy)]
 struct View<'a> {
-    data: &'a [f32],
+    data: &'a [f16],
     start: usize,
     head: usize,
     pos: usize,
@@ -41,8 +43,8 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn new(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<(Self, usize, usize, usize)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("cached attention: {what} is not f32");
+        let CpuStorage::F16(data) = storage else {
+            candle_core::bail!("cached attention: {what} are not f16");
         };
         let (b, heads, total, hd) = layout.shape().dims4()?;
         let stride = layout.stride();
@@ -62,7 +64,7 @@ impl<'a> View<'a> {
     }
 
     #[inline(always)]
-    fn row(&self, t: usize) -> &'a [f32] {
+    fn row(&self, t: usize) -> &'a [f16] {
         let at = self.start + t * self.pos;
         &self.data[at..at + self.hd]
     }
@@ -147,14 +149,14 @@ fn attend_head(
                 weigh_values(scores, values, out);
                 return;
             },
-            // SAFETY: the CPU has AVX2.
-            Some(Tier::Avx2) => unsafe {
+            // SAFETY: the CPU has AVX2 and F16C.
+            Some(Tier::Avx2) if std::arch::is_x86_feature_detected!("f16c") => unsafe {
                 scores_avx2(q, keys, scale, scores);
                 between(scores);
                 weigh_values(scores, values, out);
                 return;
             },
-            None => {}
+            _ => {}
         }
     }
     scores_portable(q, keys, scale, scores);
@@ -171,7 +173,7 @@ fn scores_portable(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
             let mut lanes = [0.0f32; LANES];
             for (cq, ck) in q.chunks_exact(LANES).zip(key.chunks_exact(LANES)) {
                 for l in 0..LANES {
-                    lanes[l] += cq[l] * ck[l];
+                    lanes[l] += cq[l] * ck[l].to_f32();
                 }
             }
             for width in [8, 4, 2] {
@@ -184,15 +186,18 @@ fn scores_portable(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
     }
 }
 
-/// `out[g] += Σ_t p[g][t] · value[t]`, the values read in place (`axpy` picks the vector
-/// width; element by element, its bits are the same on every tier).
+/// `out[g] += Σ_t p[g][t] · value[t]`, each value row converted to f32 once for the group
+/// (exactly: every f16 is an f32; half's slice conversion uses the CPU's f16 instructions), then
+/// weighed with `axpy`, which picks the vector width and gives the same bits on every tier.
 fn weigh_values(probs: &[f32], values: &View, out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
     let hd = values.hd;
     let total = probs.len() / (out.len() / hd);
+    let mut value = vec![0.0f32; hd];
     for t in 0..total {
-        let value = values.row(t);
+        values.row(t).convert_to_f32_slice(&mut value);
         for (g, out) in out.chunks_exact_mut(hd).enumerate() {
-            axpy(out, probs[g * total + t], value);
+            axpy(out, probs[g * total + t], &value);
         }
     }
 }
@@ -209,7 +214,8 @@ unsafe fn scores_avx512(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) 
             let q = q.as_ptr();
             let mut acc = _mm512_setzero_ps();
             for i in (0..hd).step_by(LANES) {
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(q.add(i)), _mm512_loadu_ps(key.add(i))));
+                let k = _mm512_cvtph_ps(_mm256_loadu_si256(key.add(i) as *const __m256i));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(q.add(i)), k));
             }
             let eight = _mm256_add_ps(
                 _mm512_castps512_ps256(acc),
@@ -221,7 +227,7 @@ unsafe fn scores_avx512(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn scores_avx2(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
     use std::arch::x86_64::*;
     let hd = keys.hd;
@@ -232,9 +238,10 @@ unsafe fn scores_avx2(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
             let q = q.as_ptr();
             let (mut low, mut high) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for i in (0..hd).step_by(LANES) {
-                low = _mm256_add_ps(low, _mm256_mul_ps(_mm256_loadu_ps(q.add(i)), _mm256_loadu_ps(key.add(i))));
-                high =
-                    _mm256_add_ps(high, _mm256_mul_ps(_mm256_loadu_ps(q.add(i + 8)), _mm256_loadu_ps(key.add(i + 8))));
+                let k_low = _mm256_cvtph_ps(_mm_loadu_si128(key.add(i) as *const __m128i));
+                let k_high = _mm256_cvtph_ps(_mm_loadu_si128(key.add(i + 8) as *const __m128i));
+                low = _mm256_add_ps(low, _mm256_mul_ps(_mm256_loadu_ps(q.add(i)), k_low));
+                high = _mm256_add_ps(high, _mm256_mul_ps(_mm256_loadu_ps(q.add(i + 8)), k_high));
             }
             scores[g * total + t] = sum8(_mm256_add_ps(low, high)) * scale;
         }
@@ -288,7 +295,10 @@ mod tests {
         let k_all = round(Tensor::randn(0f32, 1.0, (1, n_kv, max, hd), &Device::Cpu)?)?;
         let v_all = round(Tensor::randn(0f32, 1.0, (1, n_kv, max, hd), &Device::Cpu)?)?;
         let (k, v) = (k_all.narrow(2, 0, total)?, v_all.narrow(2, 0, total)?);
-        let got = q.apply_op3_no_bwd(&k, &v, &CachedAttention { f16_probs: true })?;
+        // The cache holds f16: a preallocated f16 buffer, narrowed.
+        let half = |t: &Tensor| t.to_dtype(DType::F16);
+        let (k16, v16) = (half(&k_all)?.narrow(2, 0, total)?, half(&v_all)?.narrow(2, 0, total)?);
+        let got = q.apply_op3_no_bwd(&k16, &v16, &CachedAttention { f16_probs: true })?;
 
         let qg = q.reshape((1, n_kv, group, hd))?;
         let scores = (qg.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?;
@@ -303,7 +313,8 @@ mod tests {
     #[test]
     fn kernels_give_the_same_bits() {
         let (group, hd, total) = (3, 128, 45);
-        let data: Vec<f32> = (0..total * hd).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect();
+        let data: Vec<f16> =
+            (0..total * hd).map(|i| f16::from_f32(((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0)).collect();
         let keys = View { data: &data, start: 0, head: total * hd, pos: hd, hd };
         let q: Vec<f32> = (0..group * hd).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 2.0).collect();
         let mut want = vec![0.0f32; group * total];
@@ -312,7 +323,7 @@ mod tests {
         {
             type Kernel = unsafe fn(&[f32], &View, f32, &mut [f32]);
             let mut tiers: Vec<(&str, Kernel)> = Vec::new();
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
                 tiers.push(("avx2", scores_avx2));
             }
             if is_x86_feature_detected!("avx512f") {
@@ -329,9 +340,18 @@ mod tests {
     }
 
     #[test]
+    fn an_f32_cache_is_refused_by_name() -> Result<()> {
+        let q = Tensor::zeros((1, 4, 1, 16), DType::F32, &Device::Cpu)?;
+        let k = Tensor::zeros((1, 2, 5, 16), DType::F32, &Device::Cpu)?;
+        let e = q.apply_op3_no_bwd(&k, &k, &CachedAttention { f16_probs: true }).unwrap_err().to_string();
+        assert!(e.contains("the keys are not f16"), "{e}");
+        Ok(())
+    }
+
+    #[test]
     fn mismatched_shapes_are_errors() -> Result<()> {
         let q = Tensor::zeros((1, 4, 1, 8), DType::F32, &Device::Cpu)?;
-        let k = Tensor::zeros((1, 3, 5, 8), DType::F32, &Device::Cpu)?;
+        let k = Tensor::zeros((1, 3, 5, 8), DType::F16, &Device::Cpu)?;
         let e = q.apply_op3_no_bwd(&k, &k, &CachedAttention { f16_probs: false }).unwrap_err().to_string();
         assert!(e.contains("do not fit"), "{e}");
         Ok(())

@@ -151,7 +151,7 @@ pub struct Llama {
     sin: Tensor,
     max_context: usize,
     device: Device,
-    /// The KV cache's and the attention products' type: f16 on a GPU, f32 on the CPU.
+    /// The attention products' type: f16 on a GPU, f32 on the CPU (the KV cache is f16 on both).
     kv_dtype: DType,
     /// Generation's serial part on the CPU (see [`Llama::forward`]); started at the first
     /// generated token, one per model so that two models in one process do not queue.
@@ -253,8 +253,8 @@ impl Llama {
         self.max_context
     }
 
-    /// Runs the attention in `dtype` from now on (the cache, the products and the
-    /// probabilities; the mask and the softmax stay f32), and empties the cache. Loading picks
+    /// Runs the attention in `dtype` from now on (q, the products and the probabilities; the
+    /// cache stays f16, the mask and the softmax f32), and empties the cache. Loading picks
     /// f16 on a GPU and f32 on the CPU; the tests choose f16 on the CPU to run the GPU's
     /// attention code where there is no GPU.
     pub fn set_attention_dtype(&mut self, dtype: DType) {
@@ -326,11 +326,13 @@ impl Llama {
             let v = heads(layer.v.forward(&h)?, n_kv)?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            // On a GPU the cache and the attention products are f16: half the memory, and
-            // tensor-core matmuls; the softmax stays f32. The CPU computes in f32 on values
-            // rounded to f16 where llama.cpp rounds them (its default f16 cache, without flash
+            // The cache is f16 on every device, as llama.cpp's default cache: half the memory and
+            // half the bytes read per token of f32. On a GPU the attention products are f16 too
+            // (tensor-core matmuls); the softmax stays f32. The CPU computes in f32 on values
+            // rounded to f16 where llama.cpp rounds them (its f16 cache, without flash
             // attention: q, k, v and the probabilities), so that greedy decoding follows it.
-            let (q, k, v) = (attn_operand(kv_dtype, &q)?, attn_operand(kv_dtype, &k)?, attn_operand(kv_dtype, &v)?);
+            let q = attn_operand(kv_dtype, &q)?;
+            let (k, v) = (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?);
             let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
             let ctx = if n == 1 && kv_dtype == DType::F32 && self.device.is_cpu() && hd % attend::LANES == 0 {
                 // One new token on the CPU: the cache is read where it lies (`attend`).
@@ -340,7 +342,9 @@ impl Llama {
                 // the group into the query length lets one matmul per kv head do the work.
                 let group = n_head / n_kv;
                 let q = q.reshape((1, n_kv, group * n, hd))?;
-                // The mask and the softmax are f32 on every device.
+                // The mask and the softmax are f32 on every device; the CPU's products are f32, on
+                // the cache's values converted exactly.
+                let (k, v) = (k.to_dtype(kv_dtype)?, v.to_dtype(kv_dtype)?);
                 let mut scores = (q.matmul(&k.contiguous()?.t()?)? / (hd as f64).sqrt())?.to_dtype(DType::F32)?;
                 if let Some(mask) = &mask {
                     let total = offset + n;
