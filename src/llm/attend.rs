@@ -339,21 +339,17 @@ mod tests {
         }
     }
 
+    /// An f32 cache, and keys that do not fit the query, are errors that say so.
     #[test]
-    fn an_f32_cache_is_refused_by_name() -> Result<()> {
-        let q = Tensor::zeros((1, 4, 1, 16), DType::F32, &Device::Cpu)?;
-        let k = Tensor::zeros((1, 2, 5, 16), DType::F32, &Device::Cpu)?;
-        let e = q.apply_op3_no_bwd(&k, &k, &CachedAttention { f16_probs: true }).unwrap_err().to_string();
-        assert!(e.contains("the keys are not f16"), "{e}");
-        Ok(())
-    }
-
-    #[test]
-    fn mismatched_shapes_are_errors() -> Result<()> {
-        let q = Tensor::zeros((1, 4, 1, 8), DType::F32, &Device::Cpu)?;
-        let k = Tensor::zeros((1, 3, 5, 8), DType::F16, &Device::Cpu)?;
-        let e = q.apply_op3_no_bwd(&k, &k, &CachedAttention { f16_probs: false }).unwrap_err().to_string();
-        assert!(e.contains("do not fit"), "{e}");
+    fn bad_inputs_are_named_errors() -> Result<()> {
+        for (keys, dtype, want) in
+            [((1, 2, 5, 16), DType::F32, "the keys are not f16"), ((1, 3, 5, 16), DType::F16, "do not fit")]
+        {
+            let q = Tensor::zeros((1, 4, 1, 16), DType::F32, &Device::Cpu)?;
+            let k = Tensor::zeros(keys, dtype, &Device::Cpu)?;
+            let e = q.apply_op3_no_bwd(&k, &k, &CachedAttention { f16_probs: true }).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
         Ok(())
     }
 }
