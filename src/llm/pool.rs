@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::cpu_kernels::SharedOut;
+
 /// How long a worker waits for the next job before it parks (spinning, then yielding its core
 /// to anything else runnable: [`pause`]). Between two steps of a token the gaps are tens of
 /// microseconds; between tokens, the sampling and the pipeline's hand-off. Two milliseconds
@@ -156,16 +158,16 @@ impl Pool {
 
     /// `task(i, chunk)` for consecutive chunks of `chunk` elements of `out` (the last may be
     /// shorter), in parallel.
-    pub fn for_each_chunk_mut<T: Send>(&self, out: &mut [T], chunk: usize, task: impl Fn(usize, &mut [T]) + Sync) {
+    pub fn for_each_chunk_mut(&self, out: &mut [f32], chunk: usize, task: impl Fn(usize, &mut [f32]) + Sync) {
         let len = out.len();
         let chunk = chunk.max(1);
-        let base = SendPtr(out.as_mut_ptr());
+        let base = SharedOut::new(out);
         self.run(len.div_ceil(chunk), |i| {
             let start = i * chunk;
             let end = (start + chunk).min(len);
             // SAFETY: the chunks are disjoint and within `out`, which is borrowed mutably for
             // the whole call; each index is run exactly once.
-            let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            let part = unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) };
             task(i, part)
         });
     }
@@ -200,18 +202,6 @@ pub fn lower_priority() {
     unsafe {
         let tid = nix::libc::gettid();
         nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as nix::libc::id_t, 10);
-    }
-}
-
-/// A pointer handed to the tasks; each derives a disjoint slice from it.
-struct SendPtr<T>(*mut T);
-// SAFETY: only used to give each task its own disjoint chunk (`for_each_chunk_mut`).
-unsafe impl<T: Send> Sync for SendPtr<T> {}
-unsafe impl<T: Send> Send for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    // A method, so that closures capture the whole wrapper (and its Sync) rather than the field.
-    fn get(&self) -> *mut T {
-        self.0
     }
 }
 
@@ -303,13 +293,13 @@ mod tests {
     #[test]
     fn chunks_cover_the_slice_once() {
         let pool = Pool::new(2);
-        let mut out = vec![0u32; 1001];
+        let mut out = vec![0.0f32; 1001];
         pool.for_each_chunk_mut(&mut out, 32, |i, part| {
             for (j, v) in part.iter_mut().enumerate() {
-                *v += (i * 32 + j) as u32 + 1;
+                *v += (i * 32 + j) as f32 + 1.0;
             }
         });
-        assert!(out.iter().enumerate().all(|(j, &v)| v == j as u32 + 1));
+        assert!(out.iter().enumerate().all(|(j, &v)| v == j as f32 + 1.0));
     }
 
     /// Runs two tasks, the caller's waiting (up to 20 s) for the worker's, and returns what the

@@ -21,8 +21,7 @@ use rayon::prelude::*;
 
 use super::activations::leaky_relu_into;
 use super::tiled_conv::{self, Geometry};
-use crate::cpu_kernels::axpy;
-use crate::cpu_kernels::{gemm_f32, SharedOut, Strided};
+use crate::cpu_kernels::{axpy, gemm_f32, SharedOut, Strided};
 
 /// Up to this many output channels, a block skips the matrix product (see `block_direct`).
 const DIRECT_MAX_OUT: usize = 2;
