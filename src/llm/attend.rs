@@ -8,9 +8,10 @@
 //! context: SmolLM2 generated 73-75 tok/s before and 89-97 with it, the 3B 7.6-8.1 and 9.7-10.0.
 //!
 //! The arithmetic is the Candle path's on the CPU: q holds values rounded to f16 and the cache
-//! is f16 (converted to f32 exactly as it is read), the scores are f32 products times 1/√hd, the softmax subtracts the row's maximum, and
-//! the probabilities are rounded to f16 before they weigh the values, where llama.cpp's f16
-//! cache rounds them. Only the order of the float sums differs.
+//! is f16 (converted to f32 exactly as it is read), the scores are f32 products times 1/√hd,
+//! the softmax subtracts the row's maximum, and the probabilities are rounded to f16 before
+//! they weigh the values, where llama.cpp's f16 cache rounds them. Only the order of the float
+//! sums differs.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use half::f16;
@@ -138,30 +139,27 @@ fn attend_head(
     out: &mut [f32],
     between: impl Fn(&mut [f32]),
 ) {
+    score(q, keys, scale, scores);
+    between(scores);
+    weigh_values(scores, values, out);
+}
+
+/// The scores by the widest kernel this CPU has (the values' weighing picks its own width).
+fn score(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::cpu_kernels::{vector_tier, Tier};
         match vector_tier() {
             // SAFETY: the CPU has AVX-512F.
-            Some(Tier::Avx512) => unsafe {
-                scores_avx512(q, keys, scale, scores);
-                between(scores);
-                weigh_values(scores, values, out);
-                return;
-            },
+            Some(Tier::Avx512) => return unsafe { scores_avx512(q, keys, scale, scores) },
             // SAFETY: the CPU has AVX2 and F16C.
-            Some(Tier::Avx2) if std::arch::is_x86_feature_detected!("f16c") => unsafe {
-                scores_avx2(q, keys, scale, scores);
-                between(scores);
-                weigh_values(scores, values, out);
-                return;
-            },
+            Some(Tier::Avx2) if std::arch::is_x86_feature_detected!("f16c") => {
+                return unsafe { scores_avx2(q, keys, scale, scores) }
+            }
             _ => {}
         }
     }
     scores_portable(q, keys, scale, scores);
-    between(scores);
-    weigh_values(scores, values, out);
 }
 
 fn scores_portable(q: &[f32], keys: &View, scale: f32, scores: &mut [f32]) {
