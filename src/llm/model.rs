@@ -321,9 +321,8 @@ impl Llama {
         for layer in &mut self.layers {
             let h = layer.attn_norm.forward(&x)?;
             let heads = |t: Tensor, count: usize| t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous();
-            let q = heads(layer.q.forward(&h)?, n_head)?;
-            let k = heads(layer.k.forward(&h)?, n_kv)?;
-            let v = heads(layer.v.forward(&h)?, n_kv)?;
+            let [q, k, v] = QLinear::forward_shared([&layer.q, &layer.k, &layer.v], &h)?;
+            let (q, k, v) = (heads(q, n_head)?, heads(k, n_kv)?, heads(v, n_kv)?);
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             // The cache is f16 on every device, as llama.cpp's default cache: half the memory and
@@ -365,7 +364,8 @@ impl Llama {
             };
             x = (x + layer.o.forward(&ctx)?)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let ffn = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let [gate, up] = QLinear::forward_shared([&layer.gate, &layer.up], &h)?;
+            let ffn = (candle_nn::ops::silu(&gate)? * up)?;
             x = (&x + layer.down.forward(&ffn)?)?;
         }
         let last = x.narrow(1, n - 1, 1)?;

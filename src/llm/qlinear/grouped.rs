@@ -16,51 +16,6 @@ pub fn worth_repacking() -> bool {
     super::has_avx2_fma_f16c()
 }
 
-/// `out[i][j] = dot(xs[i], row j)` for `groups` interleaved groups and then `tail` rows:
-/// `group(g, o)` fills `o[i][r]` for row `16g + r`, `tail_row(t, o)` fills `o[i]` for row
-/// `16 * groups + t`. Work is split over the pool by weight rows, in whole groups.
-pub fn by_row_groups<X: Sync>(
-    xs: &[&[X]],
-    groups: usize,
-    tail: usize,
-    out: &mut [f32],
-    group: impl Fn(usize, &mut [[f32; ROWS]]) + Sync,
-    tail_row: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    let m = xs.len();
-    let grouped = groups * ROWS;
-    // Chunks of the pool's split start at multiples of 32 rows, so no group is cut.
-    super::by_weight_chunks(grouped + tail, m, out, |start, end, res| {
-        let width = end - start;
-        // Generation (one row) is the common case and allocates nothing.
-        let (mut tile_one, mut column_one) = ([[0.0f32; ROWS]; 1], [0.0f32; 1]);
-        let (mut tile_many, mut column_many);
-        let (tile, column): (&mut [[f32; ROWS]], &mut [f32]) = if m == 1 {
-            (&mut tile_one, &mut column_one)
-        } else {
-            tile_many = vec![[0.0f32; ROWS]; m];
-            column_many = vec![0.0f32; m];
-            (&mut tile_many, &mut column_many)
-        };
-        let mut r = start;
-        while r < end {
-            if r < grouped {
-                group(r / ROWS, tile);
-                for (i, o) in tile.iter().enumerate() {
-                    res[i * width + r - start..i * width + r - start + ROWS].copy_from_slice(o);
-                }
-                r += ROWS;
-            } else {
-                tail_row(r - grouped, column);
-                for (i, v) in column.iter().enumerate() {
-                    res[i * width + r - start] = *v;
-                }
-                r += 1;
-            }
-        }
-    });
-}
-
 /// The sizes of a repacked type: values per block, bytes of a GGUF block, bytes of a group's
 /// block (sixteen rows of it, interleaved).
 #[derive(Clone, Copy)]
@@ -90,28 +45,75 @@ impl Sizes {
         out
     }
 
-    /// `out[i][j] = dot(xs[i], w[j])` for weights `(repacked, tail)`: groups of sixteen rows of
-    /// `k` values, then rows in GGUF blocks. `group_dots(group, xs, o)` and
-    /// `tail_dots(row, xs, o)` are the type's kernels.
-    pub fn matmul<X: Sync>(
+    /// Rows in weights `(repacked, tail)` of `k` values: groups of sixteen, then rows in
+    /// GGUF blocks.
+    pub fn rows(self, (repacked, tail): (&[u8], &[u8]), k: usize) -> usize {
+        repacked.len() / (k / self.block * self.group) * ROWS + tail.len() / (k / self.block * self.gguf)
+    }
+
+    /// `res[i][j - start] = dot(xs[i], w[j])` for weight rows `start..end` of `(repacked,
+    /// tail)` (see [`Self::rows`]); `start` is a multiple of sixteen below the tail.
+    /// `group_dots(group, xs, o)` and `tail_dots(row, xs, o)` are the type's kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill<X>(
         self,
         (repacked, tail): (&[u8], &[u8]),
+        xs: &[&[X]],
+        k: usize,
+        (start, end): (usize, usize),
+        res: &mut [f32],
+        group_dots: impl Fn(&[u8], &[&[X]], &mut [[f32; ROWS]]),
+        tail_dots: impl Fn(&[u8], &[&[X]], &mut [f32]),
+    ) {
+        let (m, width) = (xs.len(), end - start);
+        let group_bytes = k / self.block * self.group;
+        let row_bytes = k / self.block * self.gguf;
+        let grouped = repacked.len() / group_bytes * ROWS;
+        // Generation (one row) is the common case and allocates nothing.
+        let (mut tile_one, mut column_one) = ([[0.0f32; ROWS]; 1], [0.0f32; 1]);
+        let (mut tile_many, mut column_many);
+        let (tile, column): (&mut [[f32; ROWS]], &mut [f32]) = if m == 1 {
+            (&mut tile_one, &mut column_one)
+        } else {
+            tile_many = vec![[0.0f32; ROWS]; m];
+            column_many = vec![0.0f32; m];
+            (&mut tile_many, &mut column_many)
+        };
+        let mut r = start;
+        while r < end {
+            if r < grouped {
+                let g = r / ROWS;
+                group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], xs, tile);
+                for (i, o) in tile.iter().enumerate() {
+                    res[i * width + r - start..i * width + r - start + ROWS].copy_from_slice(o);
+                }
+                r += ROWS;
+            } else {
+                let t = r - grouped;
+                tail_dots(&tail[t * row_bytes..(t + 1) * row_bytes], xs, column);
+                for (i, v) in column.iter().enumerate() {
+                    res[i * width + r - start] = *v;
+                }
+                r += 1;
+            }
+        }
+    }
+
+    /// `out[i][j] = dot(xs[i], w[j])` for weights `(repacked, tail)` (see [`Self::fill`]),
+    /// split over the pool by weight rows. Its chunks start at multiples of 32 rows, so no
+    /// group is cut.
+    pub fn matmul<X: Sync>(
+        self,
+        weights: (&[u8], &[u8]),
         xs: &[&[X]],
         k: usize,
         out: &mut [f32],
         group_dots: impl Fn(&[u8], &[&[X]], &mut [[f32; ROWS]]) + Sync,
         tail_dots: impl Fn(&[u8], &[&[X]], &mut [f32]) + Sync,
     ) {
-        let group_bytes = k / self.block * self.group;
-        let row_bytes = k / self.block * self.gguf;
-        by_row_groups(
-            xs,
-            repacked.len() / group_bytes,
-            tail.len() / row_bytes,
-            out,
-            |g, o| group_dots(&repacked[g * group_bytes..(g + 1) * group_bytes], xs, o),
-            |t, o| tail_dots(&tail[t * row_bytes..(t + 1) * row_bytes], xs, o),
-        );
+        super::by_weight_chunks(self.rows(weights, k), xs.len(), out, |start, end, res| {
+            self.fill(weights, xs, k, (start, end), res, &group_dots, &tail_dots)
+        });
     }
 }
 
@@ -219,7 +221,8 @@ pub fn avx2_sums<const R: usize>(acc: &[[std::arch::x86_64::__m256; R]; 2]) -> [
 /// `group_dots_without_vnni` with VNNI; and `matmul_t`,
 /// `out[i][j] = dot(x[i], w[j])` for `repacked` groups of sixteen rows and then `tail` rows in
 /// GGUF blocks, the activations quantized by `$quantize` and the tail rows multiplied by
-/// `$tail_dots`.
+/// `$tail_dots`; and `fill_rows`, [`Sizes::fill`] with those kernels, for a job that quantizes
+/// its activations once for several layers (`QLinear::forward_shared`).
 macro_rules! entry_points {
     ($x:ty, $quantize:expr, $tail_dots:expr) => {
         super::grouped::entry_points!(@group_dots group_dots, $x, [None, None]);
@@ -254,6 +257,10 @@ macro_rules! entry_points {
             let xq = $quantize(x);
             let xs: Vec<&[$x]> = xq.chunks_exact(k / SIZES.block).collect();
             SIZES.matmul((repacked, tail), &xs, k, out, group_dots, $tail_dots);
+        }
+
+        pub fn fill_rows(repacked: &[u8], tail: &[u8], xs: &[&[$x]], k: usize, rows: (usize, usize), res: &mut [f32]) {
+            SIZES.fill((repacked, tail), xs, k, rows, res, group_dots, $tail_dots)
         }
     };
 }
