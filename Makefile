@@ -76,7 +76,7 @@ export WICK_PIPER_REFERENCE := $(PIPER_REF)
 .PHONY: all build deps models demo test soak clean-models clean-cache piper-reference llama3-text llama-cpp compare-llm \
         llm-parity-spread \
         voice-peers compare-voice \
-        cuda-check cross cross-deps test-aarch64 print-models-dir \
+        cuda-check cross cross-deps test-aarch64 test-x86-cpus print-models-dir \
         image-deps image-amd64 vm-test vm-ask vm-ask-stop dev-pki bundle ota-test \
         jetson-deps jetson-root jetson-bsp-given image-jetson bundle-jetson jetson-test
 
@@ -228,6 +228,21 @@ test-aarch64: cross models
 	tools/cuda/cargo test --release --features cuda --target $(AARCH64) --lib
 	WICK_AARCH64=$(CURDIR)/target/$(AARCH64)/release/wick \
 	  $(CARGO) test --release $(FEATURES) --test aarch64 -- --ignored --test-threads 1
+
+# The language model's strict greedy parity with llama.cpp (tests/llm.rs) on x86-64 CPUs this
+# machine is not, through qemu-user: a Haswell (AVX2 and FMA, no AVX-512, as many users'
+# machines are) and a Nehalem (no AVX: the weights stay in GGUF blocks, Candle's kernels). The
+# kernels' own tests hold each SIMD tier to the same bits; this checks the whole model,
+# Candle's run-time dispatch (its gemm) and the C library's included. About 4 minutes.
+X86_CPUS := Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-rtm,-invpcid Nehalem
+test-x86-cpus: FEATURES = --features fault-injection
+test-x86-cpus: cross-deps models
+	for cpu in $(X86_CPUS); do \
+	  echo "== tests/llm.rs greedy parity as a $$cpu"; \
+	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64-static -cpu $$cpu" \
+	    $(CARGO) test --release $(FEATURES) --test llm -- greedy_decoding_matches_llama_cpp --exact --nocapture \
+	    || exit 1; \
+	done
 
 # ---- The appliance image and its VM test ----
 # One root filesystem recipe (image-build/rootfs.sh: Debian trixie by mmdebstrap), a board on

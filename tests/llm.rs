@@ -21,6 +21,16 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
+/// The issue's strict rule for wick's own CPU path: it may pick another token than llama.cpp
+/// only where llama.cpp's top-1 minus top-2 margin is below this. It holds because that path
+/// computes the same bits on every CPU with AVX2: each repacked kernel and attention kernel is
+/// held to its portable version's bits (the kernels' tests), and on the shared reference they
+/// pick llama.cpp's token at every one of the 115 steps. `make test-x86-cpus` runs this test
+/// as a Haswell (AVX2, no AVX-512) and as a Nehalem (no AVX2: weights in GGUF blocks, other
+/// kernels), which departs once, where llama.cpp's margin is 0.009. A change that sums floats
+/// in another order can flip a step whose margin is below [`FLOAT_ORDER_NOISE`]; that shows
+/// here, and the way out is an order closer to llama.cpp's, not a wider rule.
+const STRICT_NEAR_TIE: f64 = 0.05;
 /// How far apart two correct engines' top-1 minus top-2 margins can be on this model. Measured:
 /// wick's repacked Q4_1 kernel and its GGUF-block kernel compute the same integer products and
 /// differ only in the order of float sums (1e-6 relative per dot product), yet their margins
@@ -29,7 +39,8 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 /// and that grows over 30 layers. So a step whose margin is below this may go either way.
 /// llama.cpp behaves the same: the reference is bit-for-bit what its AVX2 build gives, and the
 /// same commit built for AVX-512 picks another token at margins up to 0.26 and moves margins by
-/// 0.10 on average, 0.41 at most (`make llm-parity-spread`).
+/// 0.10 on average, 0.41 at most (`make llm-parity-spread`). The GPU's half-precision attention
+/// is held to this rule: its f16 products are further from llama.cpp's f32 sums.
 const FLOAT_ORDER_NOISE: f64 = 0.65;
 /// The mean distance of wick's margins from llama.cpp's that a correct engine stays under
 /// (measured 0.13 against llama.cpp, and 0.15 between two of wick's own summation orders); a
@@ -40,8 +51,12 @@ const MEAN_MARGIN_GAP: f64 = 0.2;
 /// compared, not only the steps before the first disagreement.
 #[test]
 fn greedy_decoding_matches_llama_cpp() {
-    let model = GgufFile::open(&gguf()).unwrap().load_model(2048, &common::device()).unwrap();
-    teacher_forced_against_llama_cpp(model, "wick");
+    let device = common::device();
+    // A GPU (WICK_DEVICE) computes its attention in f16 and its matmuls with Candle's CUDA
+    // kernels: the looser rule, as for its attention on the CPU below.
+    let near_tie = if device.is_cpu() { STRICT_NEAR_TIE } else { FLOAT_ORDER_NOISE };
+    let model = GgufFile::open(&gguf()).unwrap().load_model(2048, &device).unwrap();
+    teacher_forced_against_llama_cpp(model, "wick", near_tie);
 }
 
 /// The attention as it runs on a GPU (f16 cache and products, f32 mask and softmax), here on
@@ -52,13 +67,13 @@ fn greedy_decoding_matches_llama_cpp() {
 fn the_gpus_half_precision_attention_matches_llama_cpp_on_the_cpu() {
     let mut model = GgufFile::open(&gguf()).unwrap().load_model(2048, &Device::Cpu).unwrap();
     model.set_attention_dtype(candle_core::DType::F16);
-    teacher_forced_against_llama_cpp(model, "wick with f16 attention");
+    teacher_forced_against_llama_cpp(model, "wick with f16 attention", FLOAT_ORDER_NOISE);
 }
 
 /// Feeds every reference case through `model` (the prompt at once, then llama.cpp's tokens
-/// one by one) and checks that it picks llama.cpp's token wherever llama.cpp is sure, and that
-/// its margins stay near llama.cpp's on average.
-fn teacher_forced_against_llama_cpp(mut model: wick::llm::Llama, label: &str) {
+/// one by one) and checks that it picks llama.cpp's token wherever llama.cpp's margin is at
+/// least `near_tie`, and that its margins stay near llama.cpp's on average.
+fn teacher_forced_against_llama_cpp(mut model: wick::llm::Llama, label: &str, near_tie: f64) {
     let reference = reference();
     let (mut gaps, mut disagreements, mut close_calls) = (Vec::new(), Vec::new(), 0);
     for case in reference["cases"].as_array().unwrap() {
@@ -79,7 +94,7 @@ fn teacher_forced_against_llama_cpp(mut model: wick::llm::Llama, label: &str) {
             if lead < 0.0 {
                 let line = format!("{name} step {step}: llama.cpp's margin {:.4}, {label}'s {lead:.4}", margins[step]);
                 eprintln!("{line}");
-                if margins[step] >= FLOAT_ORDER_NOISE {
+                if margins[step] >= near_tie {
                     disagreements.push(line);
                 } else {
                     close_calls += 1;
@@ -91,7 +106,7 @@ fn teacher_forced_against_llama_cpp(mut model: wick::llm::Llama, label: &str) {
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     let max = gaps.iter().copied().fold(0.0, f64::max);
     eprintln!(
-        "{label}, {} steps: llama.cpp's token at all but {close_calls}, all of them closer than {FLOAT_ORDER_NOISE}; \
+        "{label}, {} steps: llama.cpp's token at all but {close_calls}, all of them closer than {near_tie}; \
          margins differ by {mean:.3} on average, {max:.3} at most",
         gaps.len()
     );
