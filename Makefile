@@ -221,11 +221,14 @@ cross: cross-deps models
 	tools/cuda/check-binary target/$(AARCH64)/release/wick sm_$(CUDA_COMPUTE_CAP) $(MODELS_DIR) $(DEMO_CLIP)
 
 # The library's unit tests for aarch64 under qemu-user (the NEON and portable kernels x86 never
-# runs), then the aarch64 binary against the x86-64 one on the same inputs (tests/aarch64.rs).
+# runs), the language model's strict greedy parity with llama.cpp (tests/llm.rs), then the
+# aarch64 binary against the x86-64 one on the same inputs (tests/aarch64.rs).
 # Same features as `cross`, so the two share every dependency's build.
 test-aarch64: FEATURES = --features fault-injection
 test-aarch64: cross models
 	tools/cuda/cargo test --release --features cuda --target $(AARCH64) --lib
+	tools/cuda/cargo test --release --features cuda --target $(AARCH64) --test llm -- \
+	  greedy_decoding_matches_llama_cpp --exact --nocapture
 	WICK_AARCH64=$(CURDIR)/target/$(AARCH64)/release/wick \
 	  $(CARGO) test --release $(FEATURES) --test aarch64 -- --ignored --test-threads 1
 
