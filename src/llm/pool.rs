@@ -206,8 +206,22 @@ pub fn lower_priority() {
 }
 
 /// Runs thread `me`'s tasks of `job` from the front of its range, then the other threads'
-/// from the back of theirs, until none are left.
+/// from the back of theirs, until none are left; then counts them as done, all at once. A
+/// count per task put every thread's write on the same cache line once per task, and the
+/// caller's wait read it: the line went back and forth between the cores about 28,000 times a
+/// token on the 3B (`run_tasks` itself took 3.5-3.9 % of each generation thread's time).
+/// Counting at the end is as safe: the caller waits for the count, so it still returns only
+/// after every task, and no job ends while a thread holds tasks it has not counted.
 fn run_tasks(s: &Shared, job: u64, me: usize) {
+    let ran = claim_and_run(s, job, me);
+    if ran > 0 {
+        s.done.fetch_add(ran, Ordering::Release);
+    }
+}
+
+/// [`run_tasks`]'s claims; returns how many tasks this thread ran.
+fn claim_and_run(s: &Shared, job: u64, me: usize) -> usize {
+    let mut ran = 0;
     let threads = s.ranges.len();
     for victim in (0..threads).map(|k| (me + k) % threads) {
         let own = victim == me;
@@ -217,7 +231,7 @@ fn run_tasks(s: &Shared, job: u64, me: usize) {
             let (first, end) = ((word >> INDEX_BITS) & INDEX_MASK, word & INDEX_MASK);
             if word >> JOB_SHIFT != job {
                 // The job is over (its ranges are being refilled for the next).
-                return;
+                return ran;
             }
             if first >= end {
                 break;
@@ -231,13 +245,14 @@ fn run_tasks(s: &Shared, job: u64, me: usize) {
                     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body(index as usize))) {
                         s.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
                     }
-                    s.done.fetch_add(1, Ordering::Release);
+                    ran += 1;
                     word = range.load(Ordering::Acquire);
                 }
                 Err(now) => word = now,
             }
         }
     }
+    ran
 }
 
 /// Worker `me`: waits for each new job (spinning, then parked), and helps with its tasks.
