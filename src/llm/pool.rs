@@ -159,16 +159,32 @@ impl Pool {
     /// `task(i, chunk)` for consecutive chunks of `chunk` elements of `out` (the last may be
     /// shorter), in parallel.
     pub fn for_each_chunk_mut(&self, out: &mut [f32], chunk: usize, task: impl Fn(usize, &mut [f32]) + Sync) {
-        let len = out.len();
+        self.for_each_chunk_of_each(&mut [out], chunk, |_, i, part| task(i, part));
+    }
+
+    /// `task(o, i, chunk)` for consecutive chunks of `chunk` elements of each `outs[o]` (the
+    /// last of each may be shorter), all in one job: several outputs' work for one hand-out.
+    pub fn for_each_chunk_of_each(
+        &self,
+        outs: &mut [&mut [f32]],
+        chunk: usize,
+        task: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
         let chunk = chunk.max(1);
-        let base = SharedOut::new(out);
-        self.run(len.div_ceil(chunk), |i| {
+        let lens: Vec<usize> = outs.iter().map(|o| o.len()).collect();
+        let bases: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
+        self.run(lens.iter().map(|l| l.div_ceil(chunk)).sum(), |mut i| {
+            let mut o = 0;
+            while i >= lens[o].div_ceil(chunk) {
+                i -= lens[o].div_ceil(chunk);
+                o += 1;
+            }
             let start = i * chunk;
-            let end = (start + chunk).min(len);
-            // SAFETY: the chunks are disjoint and within `out`, which is borrowed mutably for
-            // the whole call; each index is run exactly once.
-            let part = unsafe { std::slice::from_raw_parts_mut(base.at(start), end - start) };
-            task(i, part)
+            let end = (start + chunk).min(lens[o]);
+            // SAFETY: the chunks are disjoint and within their output, which is borrowed mutably
+            // for the whole call; each index is run exactly once.
+            let part = unsafe { std::slice::from_raw_parts_mut(bases[o].at(start), end - start) };
+            task(o, i, part)
         });
     }
 }
@@ -315,6 +331,18 @@ mod tests {
             }
         });
         assert!(out.iter().enumerate().all(|(j, &v)| v == j as f32 + 1.0));
+
+        // Several outputs of uneven lengths (and an empty one) in one job.
+        let mut outs = [vec![0.0f32; 70], vec![], vec![0.0f32; 16], vec![0.0f32; 45]];
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        pool.for_each_chunk_of_each(&mut slices, 32, |o, i, part| {
+            for (j, v) in part.iter_mut().enumerate() {
+                *v += (o * 1000 + i * 32 + j) as f32 + 1.0;
+            }
+        });
+        for (o, out) in outs.iter().enumerate() {
+            assert!(out.iter().enumerate().all(|(j, &v)| v == (o * 1000 + j) as f32 + 1.0), "output {o}");
+        }
     }
 
     /// Runs two tasks, the caller's waiting (up to 20 s) for the worker's, and returns what the

@@ -34,7 +34,6 @@ use candle_core::{Module, Result, Tensor};
 use rayon::prelude::*;
 
 use super::pool::Pool;
-use crate::cpu_kernels::SharedOut;
 
 pub enum QLinear {
     /// Weight rows of `cols` values in GGUF blocks, multiplied in place.
@@ -326,22 +325,12 @@ fn rows_of_parts<X: Sync>(
     fill: impl Fn(Repacked) -> FillRows<X>,
 ) -> Vec<Vec<f32>> {
     let fills: Vec<FillRows<X>> = parts.iter().map(|p| fill(p.kind)).collect();
-    let chunks: Vec<usize> = parts.iter().map(|p| p.rows.div_ceil(CHUNK)).collect();
     let mut outs: Vec<Vec<f32>> = parts.iter().map(|p| vec![0.0f32; p.rows]).collect();
-    let bases: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut::new(o)).collect();
-    Pool::global().run(chunks.iter().sum(), |mut task| {
-        let mut l = 0;
-        while task >= chunks[l] {
-            task -= chunks[l];
-            l += 1;
-        }
+    let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    Pool::global().for_each_chunk_of_each(&mut slices, CHUNK, |l, c, res| {
         let (repacked, tail) = parts[l].weights;
-        let start = task * CHUNK;
-        let end = (start + CHUNK).min(parts[l].rows);
-        // SAFETY: each task is one chunk of one part's output, run once; the outputs live
-        // until the job has finished.
-        let res = unsafe { std::slice::from_raw_parts_mut(bases[l].at(start), end - start) };
-        fills[l](repacked, tail, &[xq], cols, (start, end), res);
+        let start = c * CHUNK;
+        fills[l](repacked, tail, &[xq], cols, (start, start + res.len()), res);
     });
     outs
 }
