@@ -289,9 +289,18 @@ mod tests {
         let (n_kv, group, hd, total, max) = (3, 3, 64, 37, 50);
         let n_head = n_kv * group;
         let round = |t: Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
-        let q = round(Tensor::randn(0f32, 1.0, (1, n_head, 1, hd), &Device::Cpu)?)?;
-        let k_all = round(Tensor::randn(0f32, 1.0, (1, n_kv, max, hd), &Device::Cpu)?)?;
-        let v_all = round(Tensor::randn(0f32, 1.0, (1, n_kv, max, hd), &Device::Cpu)?)?;
+        // Fixed inputs, not random ones: the probabilities are rounded to f16 on both sides, and
+        // a probability within a float-order difference of a rounding step rounds to the next
+        // f16 on one side only (7e-5 apart, seen once on aarch64 with random inputs). Fixed
+        // inputs make that a property of the data, checked on x86-64 and aarch64 alike.
+        let values = |seed: usize, shape: (usize, usize, usize, usize)| {
+            let n = shape.0 * shape.1 * shape.2 * shape.3;
+            let v: Vec<f32> = (0..n).map(|i| ((i * 53 + seed) % 211) as f32 / 52.75 - 2.0).collect();
+            round(Tensor::from_vec(v, shape, &Device::Cpu)?)
+        };
+        let q = values(0, (1, n_head, 1, hd))?;
+        let k_all = values(7, (1, n_kv, max, hd))?;
+        let v_all = values(101, (1, n_kv, max, hd))?;
         let (k, v) = (k_all.narrow(2, 0, total)?, v_all.narrow(2, 0, total)?);
         // The cache holds f16: a preallocated f16 buffer, narrowed.
         let half = |t: &Tensor| t.to_dtype(DType::F16);
