@@ -6,6 +6,7 @@
 //!   second and third time for AVX2+FMA and AVX-512 and picks the widest the CPU has. The
 //!   bodies are plain loops the compiler vectorises, written so that no tier reassociates or
 //!   fuses differently: every tier gives the same bits.
+//! - `libm_exp`: libm's exponential without its slow path at the ends of its range.
 //! - `contiguous_f32`: a custom op's input as a slice.
 //! - `Strided`, `gemm_f32` and `SharedOut`: gemm's nineteen arguments as three matrix views,
 //!   and one output written by parallel tasks at disjoint places.
@@ -79,6 +80,23 @@ widest!(
         }
     }
 );
+
+/// libm's `expf(x)`, bit for bit, without its slow path where the result overflows to
+/// infinity or underflows to zero: glibc reaches those through a call that raises the
+/// floating-point flags and sets `errno`, several times the cost of an ordinary value, and
+/// scores far below a row's maximum or a large negative gate hit it often. Past the
+/// thresholds here every libm returns exactly infinity or zero, so the bits are libm's.
+/// For the LLM's element-wise steps, which must keep libm's bits (see `llm::swiglu`).
+#[inline(always)]
+pub fn libm_exp(x: f32) -> f32 {
+    if x > 89.0 {
+        f32::INFINITY
+    } else if x < -104.0 {
+        0.0
+    } else {
+        x.exp()
+    }
+}
 
 /// The f32 values of a contiguous CPU tensor, for custom ops; `who` names the op in the error.
 pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, who: &str) -> Result<&'a [f32]> {
@@ -164,5 +182,24 @@ impl SharedOut {
     /// whole (Sync) wrapper.
     pub fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libm_exp_gives_libms_bits() {
+        // Across the thresholds and the ranges where libm overflows, underflows to zero and
+        // returns subnormals, in steps of a thousandth.
+        for i in -120_000..100_000 {
+            let x = i as f32 / 1000.0;
+            assert_eq!(libm_exp(x).to_bits(), x.exp().to_bits(), "exp({x})");
+        }
+        for x in [f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 0.0, -0.0] {
+            assert_eq!(libm_exp(x).to_bits(), x.exp().to_bits(), "exp({x})");
+        }
+        assert!(libm_exp(f32::NAN).is_nan());
     }
 }

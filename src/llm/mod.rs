@@ -11,6 +11,7 @@ mod qlinear;
 pub mod rope;
 pub mod sampling;
 mod settings;
+mod swiglu;
 pub mod synthetic;
 pub mod tokenizer;
 

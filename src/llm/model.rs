@@ -14,7 +14,7 @@ use candle_nn::kv_cache::KvCache;
 
 use super::qlinear::QLinear;
 use super::rope::{self, RopeScaling};
-use super::{attend, pool};
+use super::{attend, pool, swiglu};
 use crate::attention::causal_mask;
 
 /// The shape of a Llama model, from the GGUF metadata.
@@ -364,8 +364,12 @@ impl Llama {
             };
             x = (x + layer.o.forward(&ctx)?)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let [gate, up] = QLinear::forward_shared([&layer.gate, &layer.up], &h)?;
-            let ffn = (candle_nn::ops::silu(&gate)? * up)?;
+            // gate and up are freed before the down projection allocates (a prompt's are
+            // megabytes each).
+            let ffn = {
+                let [gate, up] = QLinear::forward_shared([&layer.gate, &layer.up], &h)?;
+                swiglu::silu_mul(&gate, &up)?
+            };
             x = (&x + layer.down.forward(&ffn)?)?;
         }
         let last = x.narrow(1, n - 1, 1)?;
