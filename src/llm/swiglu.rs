@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use super::pool::Pool;
 use crate::cpu_kernels::{contiguous_f32, libm_exp};
 
-/// From this many values on (a prompt's rows) the work goes to rayon's threads; below, one
-/// token's row is split over the generation pool.
+/// From this many values on (a prompt's rows) the work goes to rayon's threads; below (one
+/// token's row, or a prompt of a few tokens) it is split over the generation pool.
 const PROMPT_MIN: usize = 1 << 16;
 /// Values a task: a 3B token's 8192 make four.
 const CHUNK: usize = 1 << 11;
