@@ -245,19 +245,27 @@ fn in_blocks(count: usize, block: usize, mut f: impl FnMut(usize, usize)) {
 #[cfg(target_arch = "x86_64")]
 const BLOCKS_AT_ONCE: usize = 4;
 
+/// `f(probs of head g, at, n, output of head g)` for every query head and its sixteen-lane
+/// blocks from `at`, [`BLOCKS_AT_ONCE`] blocks a call while whole ones remain, then one
+/// (`n`): the weighing kernels' driver.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn weigh_avx512(probs: &[f32], values: &View, out: &mut [f32]) {
-    let hd = values.hd;
+#[inline(always)]
+fn by_head_and_block(probs: &[f32], hd: usize, out: &mut [f32], mut f: impl FnMut(&[f32], usize, usize, &mut [f32])) {
     let total = probs.len() / (out.len() / hd);
     for (g, out) in out.chunks_exact_mut(hd).enumerate() {
         let probs = &probs[g * total..(g + 1) * total];
-        in_blocks(hd / LANES, BLOCKS_AT_ONCE, |b, n| match n {
-            // SAFETY (both): this function's own features.
-            BLOCKS_AT_ONCE => unsafe { weigh_avx512_lanes::<BLOCKS_AT_ONCE>(probs, values, b * LANES, out) },
-            _ => unsafe { weigh_avx512_lanes::<1>(probs, values, b * LANES, out) },
-        });
+        in_blocks(hd / LANES, BLOCKS_AT_ONCE, |b, n| f(probs, b * LANES, n, out));
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weigh_avx512(probs: &[f32], values: &View, out: &mut [f32]) {
+    by_head_and_block(probs, values.hd, out, |probs, at, n, out| match n {
+        // SAFETY (both): this function's own features.
+        BLOCKS_AT_ONCE => unsafe { weigh_avx512_lanes::<BLOCKS_AT_ONCE>(probs, values, at, out) },
+        _ => unsafe { weigh_avx512_lanes::<1>(probs, values, at, out) },
+    });
 }
 
 /// `out[at..at + 16 R] = Σ_t probs[t] · value[t][at..at + 16 R]` for one query head.
@@ -285,16 +293,11 @@ unsafe fn weigh_avx512_lanes<const R: usize>(probs: &[f32], values: &View, at: u
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn weigh_avx2(probs: &[f32], values: &View, out: &mut [f32]) {
-    let hd = values.hd;
-    let total = probs.len() / (out.len() / hd);
-    for (g, out) in out.chunks_exact_mut(hd).enumerate() {
-        let probs = &probs[g * total..(g + 1) * total];
-        in_blocks(hd / LANES, BLOCKS_AT_ONCE, |b, n| match n {
-            // SAFETY (both): this function's own features.
-            BLOCKS_AT_ONCE => unsafe { weigh_avx2_lanes::<{ 2 * BLOCKS_AT_ONCE }>(probs, values, b * LANES, out) },
-            _ => unsafe { weigh_avx2_lanes::<2>(probs, values, b * LANES, out) },
-        });
-    }
+    by_head_and_block(probs, values.hd, out, |probs, at, n, out| match n {
+        // SAFETY (both): this function's own features.
+        BLOCKS_AT_ONCE => unsafe { weigh_avx2_lanes::<{ 2 * BLOCKS_AT_ONCE }>(probs, values, at, out) },
+        _ => unsafe { weigh_avx2_lanes::<2>(probs, values, at, out) },
+    });
 }
 
 /// `out[at..at + 8 R] = Σ_t probs[t] · value[t][at..at + 8 R]` for one query head.
