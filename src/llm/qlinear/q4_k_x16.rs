@@ -11,8 +11,10 @@
 //! so that one load serves two steps, and products of one 32-value sub-block summed in 16-bit
 //! lanes before its scale is applied once.
 //!
-//! The repacked tensor replaces the GGUF one (it is 2.8 % larger: the scales and minimums are
-//! stored unpacked as bytes), so resident memory stays near the file's size.
+//! The repacked tensor replaces the GGUF one and is exactly its size: the 6-bit scales and
+//! minimums stay packed, in an order a kernel widens to bytes with a few whole-register
+//! operations per super-block ([`scales_and_mins`]). Stored as bytes they made the tensor
+//! 2.8 % larger, and generation, which streams every weight once a token, that much slower.
 //!
 //! Generation (one activation row) reads each weight once, in address order, and leaves the
 //! stream to the hardware prefetchers, in every repacked layout's kernels. Software prefetches
@@ -22,7 +24,10 @@
 //!
 //! Layout, per group of sixteen rows and per 256-value super-block (`GROUP_BYTES`):
 //! - `d[16]`, then `dmin[16]` (f16, one per row);
-//! - `scales[8][16]`, then `mins[8][16]` (6-bit values as bytes, per sub-block then row);
+//! - `low[8][16]`: byte `r` of sub-block `j` holds the low four bits of row `r`'s scale in its
+//!   low nibble and of its minimum in its high nibble;
+//! - `high[4][16]`: byte `r` of `q` holds the two high bits of row `r`'s scale for sub-blocks
+//!   `q` and `q + 4` at bits 0 and 2, and of its minimum for the same sub-blocks at 4 and 6;
 //! - quants `[8 sub-blocks][4 steps][16 rows][4 bytes]`: byte `i` of row `r` at step `t` of
 //!   sub-block `j` holds value `32j + 8t + i` of that row in its low nibble and value
 //!   `32j + 8t + 4 + i` in its high nibble.
@@ -36,9 +41,13 @@ use super::q4_k::{self, BLOCK, Q8K};
 
 const D: usize = 0;
 const DMIN: usize = 32;
-const SCALES: usize = 64;
-const MINS: usize = SCALES + 8 * ROWS;
-const QS: usize = MINS + 8 * ROWS;
+const LOW: usize = 64;
+const HIGH: usize = LOW + 8 * ROWS;
+const QS: usize = HIGH + 4 * ROWS;
+/// Where the widened scales and minimums of [`scales_and_mins`] are: `[8 sub-blocks][16 rows]`
+/// bytes each.
+const SCALES: usize = 0;
+const MINS: usize = 8 * ROWS;
 /// Bytes of one group's super-block.
 pub const GROUP_BYTES: usize = QS + ROWS * BLOCK / 2;
 const SIZES: Sizes = Sizes { block: BLOCK, gguf: q4_k::WEIGHT_BYTES, group: GROUP_BYTES };
@@ -63,8 +72,11 @@ pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
         dst[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&src[2..4]);
         let (sc, mn) = q4_k::scales_mins(&src[4..16]);
         for j in 0..8 {
-            dst[SCALES + ROWS * j + r] = sc[j];
-            dst[MINS + ROWS * j + r] = mn[j];
+            dst[LOW + ROWS * j + r] = (sc[j] & 0x0f) | (mn[j] << 4);
+        }
+        for q in 0..4 {
+            let high = |v: [u8; 8]| (v[q] >> 4) | ((v[q + 4] >> 4) << 2);
+            dst[HIGH + ROWS * q + r] = high(sc) | (high(mn) << 4);
         }
         let qs = &src[16..];
         for j in 0..8 {
@@ -78,6 +90,28 @@ pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
     })
 }
 
+/// The scales and minimums of a group's super-block at `p`, widened to bytes: `[8][16]` of
+/// each (at [`SCALES`] and [`MINS`]). Every byte is a few bitwise steps on bytes at the same
+/// index, so the loop compiles to whole-register operations in the kernels it is inlined into.
+///
+/// # Safety
+/// `QS` bytes are readable at `p`.
+#[inline(always)]
+unsafe fn scales_and_mins(p: *const u8) -> [u8; 16 * ROWS] {
+    let low = std::slice::from_raw_parts(p.add(LOW), 8 * ROWS);
+    let high = std::slice::from_raw_parts(p.add(HIGH), 4 * ROWS);
+    let mut out = [0u8; 16 * ROWS];
+    let (scales, mins) = out.split_at_mut(8 * ROWS);
+    for i in 0..4 * ROWS {
+        let (h, first, second) = (high[i], low[i], low[4 * ROWS + i]);
+        scales[i] = (first & 0x0f) | ((h << 4) & 0x30);
+        scales[4 * ROWS + i] = (second & 0x0f) | ((h << 2) & 0x30);
+        mins[i] = (first >> 4) | (h & 0x30);
+        mins[4 * ROWS + i] = (second >> 4) | ((h >> 2) & 0x30);
+    }
+    out
+}
+
 fn f16_at(p: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([p[at], p[at + 1]]).to_f32()
 }
@@ -88,13 +122,15 @@ fn f16_at(p: &[u8], at: usize) -> f32 {
 pub fn dequantize_row(group: &[u8], r: usize, out: &mut [f32]) {
     for (gb, o) in group.chunks_exact(GROUP_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
         let (d, dmin) = (f16_at(gb, D + 2 * r), f16_at(gb, DMIN + 2 * r));
+        // SAFETY: a super-block is GROUP_BYTES > QS long.
+        let sm = unsafe { scales_and_mins(gb.as_ptr()) };
         for (v, o) in o.iter_mut().enumerate() {
             // Value 32j + 8t + i is in the low nibble of byte i at step t, 32j + 8t + 4 + i in
             // the high one.
             let (j, t, i) = (v / 32, v % 32 / 8, v % 4);
             let byte = gb[QS + 256 * j + 64 * t + 4 * r + i];
             let q = if v % 8 < 4 { byte & 0x0f } else { byte >> 4 };
-            let (scale, min) = (gb[SCALES + ROWS * j + r] as f32, gb[MINS + ROWS * j + r] as f32);
+            let (scale, min) = (sm[SCALES + ROWS * j + r] as f32, sm[MINS + ROWS * j + r] as f32);
             *o = d * scale * q as f32 - dmin * min;
         }
     }
@@ -107,6 +143,8 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
     for (x, o) in xs.iter().zip(out) {
         *o = [0.0; ROWS];
         for (gb, xb) in group.chunks_exact(GROUP_BYTES).zip(x.iter()) {
+            // SAFETY: a super-block is GROUP_BYTES > QS long.
+            let sm = unsafe { scales_and_mins(gb.as_ptr()) };
             for (r, o) in o.iter_mut().enumerate() {
                 let (mut sumi, mut summ) = (0i32, 0i32);
                 for j in 0..8 {
@@ -118,8 +156,8 @@ pub fn group_dots_portable(group: &[u8], xs: &[&[Q8K]], out: &mut [[f32; ROWS]])
                             dot += (byte & 0x0f) as i32 * xb.qs[v] as i32 + (byte >> 4) as i32 * xb.qs[v + 4] as i32;
                         }
                     }
-                    sumi += gb[SCALES + ROWS * j + r] as i32 * dot;
-                    summ += gb[MINS + ROWS * j + r] as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
+                    sumi += sm[SCALES + ROWS * j + r] as i32 * dot;
+                    summ += sm[MINS + ROWS * j + r] as i32 * (xb.bsums[2 * j] as i32 + xb.bsums[2 * j + 1] as i32);
                 }
                 // The SIMD kernels' float steps, fused as theirs are: the same bits.
                 *o = (-(f16_at(gb, DMIN + 2 * r) * xb.d)).mul_add(summ as f32, *o);
@@ -184,12 +222,13 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
         let p = gb.as_ptr();
+        let sm = scales_and_mins(p);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D) as *const __m256i));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN) as *const __m256i));
         // The minimums' term first, folded into the float sums, so its integers die here.
         let mut summ = [_mm512_setzero_si512(); R];
         for j in 0..8 {
-            let mins = both_halves(p.add(MINS + ROWS * j));
+            let mins = both_halves(sm.as_ptr().add(MINS + ROWS * j));
             for r in 0..R {
                 // The pair of 16-value sums of sub-block j, each multiplied by the minimum.
                 let pair = bcast4(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
@@ -203,7 +242,7 @@ unsafe fn group_avx512<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; 
         let mut sumi = [_mm512_setzero_si512(); R];
         for j in 0..8 {
             let w = nibbles(p, j);
-            let scales = both_halves(p.add(SCALES + ROWS * j));
+            let scales = both_halves(sm.as_ptr().add(SCALES + ROWS * j));
             for r in 0..R {
                 let x = xs[r][b].qs.as_ptr().add(32 * j);
                 let mut dot = _mm512_maddubs_epi16(w[0], bcast4(x));
@@ -239,11 +278,12 @@ unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
         let p = gb.as_ptr();
+        let sm = scales_and_mins(p);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D) as *const __m256i));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN) as *const __m256i));
         let mut summ = [_mm512_setzero_si512(); R];
         for j in 0..8 {
-            let mins = both_halves(p.add(MINS + ROWS * j));
+            let mins = both_halves(sm.as_ptr().add(MINS + ROWS * j));
             for r in 0..R {
                 let pair = bcast4(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
                 summ[r] = _mm512_dpwssd_epi32(summ[r], pair, mins);
@@ -256,7 +296,7 @@ unsafe fn group_avx512_vnni<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[
         let mut sumi = [_mm512_setzero_si512(); R];
         for j in 0..8 {
             let w = nibbles(p, j);
-            let scales = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SCALES + ROWS * j) as *const __m128i));
+            let scales = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.as_ptr().add(SCALES + ROWS * j) as *const __m128i));
             for r in 0..R {
                 let x = xs[r][b].qs.as_ptr().add(32 * j);
                 let mut dot = _mm512_setzero_si512();
@@ -293,13 +333,14 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
     };
     let mut acc = [[_mm256_setzero_ps(); R]; 2];
     for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
+        let sm = scales_and_mins(gb.as_ptr());
         for (h, acc) in acc.iter_mut().enumerate() {
             let p = gb.as_ptr();
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p.add(D + 16 * h) as *const __m128i));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(DMIN + 16 * h) as *const __m128i));
             let mut summ = [_mm256_setzero_si256(); R];
             for j in 0..8 {
-                let mins = both_halves(p.add(MINS + ROWS * j + 8 * h));
+                let mins = both_halves(sm.as_ptr().add(MINS + ROWS * j + 8 * h));
                 for r in 0..R {
                     let pair = bcast(xs[r][b].bsums.as_ptr().add(2 * j) as *const i8);
                     summ[r] = _mm256_add_epi32(summ[r], _mm256_madd_epi16(pair, mins));
@@ -317,7 +358,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                     w[2 * t] = _mm256_and_si256(packed, low);
                     w[2 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
                 }
-                let scales = both_halves(p.add(SCALES + ROWS * j + 8 * h));
+                let scales = both_halves(sm.as_ptr().add(SCALES + ROWS * j + 8 * h));
                 for r in 0..R {
                     let x = xs[r][b].qs.as_ptr().add(32 * j);
                     let mut dot = _mm256_maddubs_epi16(w[0], bcast(x));
@@ -338,7 +379,7 @@ unsafe fn group_avx2<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 }
 
 #[cfg(target_arch = "x86_64")]
-// SAFETY: loads stay inside a GROUP_BYTES super-block (at most 64 bytes from QS + 256j + 64t) and inside an activation block (four bytes from 32j + at <= 252, and the pairs of its 16 sums).
+// SAFETY: loads stay inside a GROUP_BYTES super-block (at most 64 bytes from QS + 256j + 64t), the 256 widened scales and minimums (16 bytes from 16j and 128 + 16j) and an activation block (four bytes from 32j + at <= 252, and the pairs of its 16 sums).
 const AVX512: Kernels<Q8K, 8> = unsafe { Kernels::new(group_avx512::<8>, group_avx512::<1>) };
 #[cfg(target_arch = "x86_64")]
 // SAFETY: the loads of AVX512's kernels; `best` runs these only where the CPU has AVX-512 VNNI.
@@ -361,10 +402,11 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
         let mut acc = [vdupq_n_f32(0.0); R];
         for (b, gb) in group.chunks_exact(GROUP_BYTES).enumerate() {
             let p = gb.as_ptr();
+            let sm = scales_and_mins(p);
             let (d, dmin) = (f16x4(p.add(D + 8 * q)), f16x4(p.add(DMIN + 8 * q)));
             let mut summ = [vdupq_n_s32(0); R];
             for j in 0..8 {
-                let mins = u8x4(p.add(MINS + ROWS * j + 4 * q));
+                let mins = u8x4(sm.as_ptr().add(MINS + ROWS * j + 4 * q));
                 for r in 0..R {
                     let bsums = &xs[r][b].bsums;
                     summ[r] = vmlaq_n_s32(summ[r], mins, bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
@@ -380,7 +422,7 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
                 for t in 0..4 {
                     (w[2 * t], w[2 * t + 1]) = nibbles(p.add(QS + 256 * j + 64 * t + 16 * q));
                 }
-                let scales = u8x4(p.add(SCALES + ROWS * j + 4 * q));
+                let scales = u8x4(sm.as_ptr().add(SCALES + ROWS * j + 4 * q));
                 for r in 0..R {
                     let dot = dot32_at(&w, xs[r][b].qs.as_ptr().add(32 * j));
                     sumi[r] = vmlaq_s32(sumi[r], dot, scales);
@@ -397,8 +439,8 @@ unsafe fn group_neon<const R: usize>(group: &[u8], xs: [&[Q8K]; R]) -> [[f32; RO
 
 #[cfg(target_arch = "aarch64")]
 // SAFETY: loads stay inside a GROUP_BYTES super-block (16 bytes from QS + 256j + 64t + 16q, 8
-// from D + 8q and DMIN + 8q, 4 from SCALES and MINS + 16j + 4q) and an activation block (16
-// bytes from 32j and 32j + 16, and its sums).
+// from D + 8q and DMIN + 8q), the 256 widened scales and minimums (4 bytes from 16j + 4q and
+// 128 + 16j + 4q) and an activation block (16 bytes from 32j and 32j + 16, and its sums).
 const NEON: Kernels<Q8K, 4> = unsafe { Kernels::new(group_neon::<4>, group_neon::<1>) };
 
 super::grouped::entry_points!(Q8K, q4_k::quantize, q4_k::dots, avx512, vnni);
