@@ -21,18 +21,33 @@ pub struct Q8 {
 /// own up to the order of float sums: the multiplier is 127 / max, values round half to even,
 /// and `d` and `s` are stored as f16 (ggml's block keeps them so), here already widened back.
 pub fn quantize(x: &[f32]) -> Vec<Q8> {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2.
+        return super::per_block(x, BLOCK, |b| unsafe { quantize_block_avx2(b) });
+    }
+    super::per_block(x, BLOCK, quantize_block)
+}
+
+/// [`quantize_block`] compiled for AVX2 (see [`super::q4_k`]'s).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_block_avx2(b: &[f32]) -> Q8 {
+    quantize_block(b)
+}
+
+#[inline(always)]
+fn quantize_block(b: &[f32]) -> Q8 {
     let f16 = |v: f32| half::f16::from_f32(v).to_f32();
-    super::per_block(x, BLOCK, |b| {
-        let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; BLOCK];
-        for (q, v) in qs.iter_mut().zip(b) {
-            *q = super::q4_k::nearest(v * id) as i8;
-        }
-        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-        Q8 { d: f16(d), s: f16(d * sum as f32), qs }
-    })
+    let amax = super::q4_k::largest_magnitude(b);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; BLOCK];
+    for (q, v) in qs.iter_mut().zip(b) {
+        *q = super::q4_k::nearest(v * id) as i8;
+    }
+    let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+    Q8 { d: f16(d), s: f16(d * sum as f32), qs }
 }
 
 fn header(w: &[u8]) -> (f32, f32) {
@@ -68,4 +83,23 @@ pub fn matmul_t(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     let xq = quantize(x);
     let xs: Vec<&[Q8]> = xq.chunks_exact(k / BLOCK).collect();
     super::by_weight_rows(bytes, k / BLOCK * WEIGHT_BYTES, xs.len(), out, |w, rows, column| dots(w, &xs[rows], column));
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_quantization_gives_the_baselines_bytes() {
+        use super::*;
+        if !super::super::has_avx2_fma_f16c() {
+            eprintln!("no AVX2 on this CPU: only the baseline quantization runs here");
+            return;
+        }
+        for b in
+            super::super::q4_k::tests::awkward_blocks(BLOCK).into_iter().filter(|b| b.iter().all(|v| v.is_finite()))
+        {
+            let (base, avx2) = (quantize_block(&b), unsafe { quantize_block_avx2(&b) });
+            assert_eq!((base.d.to_bits(), base.s.to_bits(), base.qs), (avx2.d.to_bits(), avx2.s.to_bits(), avx2.qs));
+        }
+    }
 }

@@ -23,28 +23,92 @@ pub struct Q8K {
 /// Quantizes like ggml's `quantize_row_q8_K` (the value of largest magnitude maps to -127,
 /// values round half to even), so results agree with llama.cpp's K-quant products.
 pub fn quantize(x: &[f32]) -> Vec<Q8K> {
-    super::per_block(x, BLOCK, |b| {
-        let max = b.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-        let mut q = Q8K { d: 0.0, qs: [0; BLOCK], bsums: [0; BLOCK / 16] };
-        if max == 0.0 {
-            return q;
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2.
+        return super::per_block(x, BLOCK, |b| unsafe { quantize_block_avx2(b) });
+    }
+    super::per_block(x, BLOCK, quantize_block)
+}
+
+/// [`quantize_block`] compiled for AVX2: the same operations on twice the lanes, a third of
+/// the time of the baseline's SSE2 code for one token's activations.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_block_avx2(b: &[f32]) -> Q8K {
+    quantize_block(b)
+}
+
+#[inline(always)]
+fn quantize_block(b: &[f32]) -> Q8K {
+    let max = first_of_largest_magnitude(b);
+    let mut q = Q8K { d: 0.0, qs: [0; BLOCK], bsums: [0; BLOCK / 16] };
+    if max == 0.0 {
+        return q;
+    }
+    let iscale = -127.0 / max;
+    for (o, v) in q.qs.iter_mut().zip(b) {
+        *o = nearest(iscale * v).clamp(-128, 127) as i8;
+    }
+    for (s, group) in q.bsums.iter_mut().zip(q.qs.chunks_exact(16)) {
+        *s = group.iter().map(|&v| v as i16).sum();
+    }
+    q.d = 1.0 / iscale;
+    q
+}
+
+/// The first value of `b` with the largest magnitude, or 0 if all are zero: what ggml's
+/// running comparison (`|v| > |max|`) keeps, NaN never taken.
+///
+/// The running comparison is one chain of dependent selects, which made a token's activation
+/// quantization cost about a millisecond on the 3B. Here the largest magnitude is found in
+/// vector lanes ([`largest_magnitude`]), then the first eight values holding it, then the
+/// value among them.
+#[inline(always)]
+fn first_of_largest_magnitude(b: &[f32]) -> f32 {
+    let largest = magnitude_bits(largest_magnitude(b));
+    if largest == 0 {
+        return 0.0;
+    }
+    // Without a short cut, so that each eight compile to one vector comparison.
+    let holds = |c: &[f32]| c.iter().fold(false, |any, &v| any | (magnitude_bits(v) == largest));
+    let eight = b.chunks(8).find(|c| holds(c)).unwrap_or(&[]);
+    eight.iter().copied().find(|&v| magnitude_bits(v) == largest).unwrap_or(0.0)
+}
+
+/// `|v|`'s bits as an integer, 0 for NaN: finite and infinite magnitudes order as these do.
+/// Signed, since baseline x86-64 (SSE2) compares signed lanes in vector registers.
+#[inline(always)]
+fn magnitude_bits(v: f32) -> i32 {
+    let bits = (v.to_bits() & 0x7fff_ffff) as i32;
+    if bits > 0x7f80_0000 {
+        0
+    } else {
+        bits
+    }
+}
+
+/// The largest `|v|` in `b`, NaN ignored (0 for none): `f32::max` over `|v|`, but as an
+/// integer maximum over eight independent lanes, which compiles to vector code where the
+/// float fold is one dependent chain.
+#[inline(always)]
+pub(super) fn largest_magnitude(b: &[f32]) -> f32 {
+    let mut lanes = [0i32; 8];
+    let chunks = b.chunks_exact(8);
+    let rest = chunks.remainder().iter().map(|&v| magnitude_bits(v)).fold(0, i32::max);
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = (*lane).max(magnitude_bits(v));
         }
-        let iscale = -127.0 / max;
-        for (o, v) in q.qs.iter_mut().zip(b) {
-            *o = nearest(iscale * v).clamp(-128, 127) as i8;
-        }
-        for (s, group) in q.bsums.iter_mut().zip(q.qs.chunks_exact(16)) {
-            *s = group.iter().map(|&v| v as i16).sum();
-        }
-        q.d = 1.0 / iscale;
-        q
-    })
+    }
+    f32::from_bits(lanes.into_iter().fold(rest, i32::max) as u32)
 }
 
 /// `v` rounded half to even, for |v| < 2^22: adding 1.5 * 2^23 leaves the integer in the
 /// mantissa's low bits, rounded by the FPU's default mode (ggml's `nearest_int`).
 /// `round_ties_even` is a call into libm on baseline x86-64, which has no rounding instruction
 /// (3 % of SmolLM2's generation).
+#[inline(always)]
 pub(super) fn nearest(v: f32) -> i32 {
     ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
@@ -99,5 +163,70 @@ pub fn dot_portable(w: &[u8], x: &[Q8K]) -> f32 {
 pub fn dots(w: &[u8], xs: &[&[Q8K]], out: &mut [f32]) {
     for (x, o) in xs.iter().zip(out) {
         *o = dot_portable(w, x);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// Blocks of `n` values that put the largest magnitude where a shortcut would miss it:
+    /// ties of opposite signs, at the first and last places, among NaN, zeros of both signs,
+    /// infinities, and spread values.
+    pub fn awkward_blocks(n: usize) -> Vec<Vec<f32>> {
+        let mut seed = 0x2545_f491u32;
+        let mut spread = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 6.0 - 3.0
+        };
+        let mut blocks: Vec<Vec<f32>> = (0..40).map(|_| (0..n).map(|_| spread()).collect()).collect();
+        let with = |at: &[(usize, f32)]| {
+            let mut b = vec![0.5f32; n];
+            for &(i, v) in at {
+                b[i % n] = v;
+            }
+            b
+        };
+        blocks.extend([
+            with(&[(3, -7.0), (9, 7.0)]),
+            with(&[(3, 7.0), (9, -7.0)]),
+            with(&[(0, -7.0)]),
+            with(&[(n - 1, -7.0)]),
+            with(&[(n - 1, 7.0), (n - 2, -7.0)]),
+            with(&[(1, f32::NAN), (5, -2.0)]),
+            with(&[(2, f32::INFINITY), (6, f32::NEG_INFINITY)]),
+            vec![0.0; n],
+            vec![-0.0; n],
+            vec![f32::NAN; n],
+            with(&[(4, -1e-30), (8, 1e-30)]).into_iter().map(|v| if v == 0.5 { 0.0 } else { v }).collect(),
+        ]);
+        blocks
+    }
+
+    #[test]
+    fn the_largest_magnitude_is_the_running_comparisons() {
+        for n in [32, 37, 256] {
+            for b in awkward_blocks(n) {
+                let first = b.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+                assert_eq!(first_of_largest_magnitude(&b).to_bits(), first.to_bits(), "{b:?}");
+                let largest = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                assert_eq!(largest_magnitude(&b).to_bits(), largest.to_bits(), "{b:?}");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_quantization_gives_the_baselines_bytes() {
+        if !super::super::has_avx2_fma_f16c() {
+            eprintln!("no AVX2 on this CPU: only the baseline quantization runs here");
+            return;
+        }
+        for b in awkward_blocks(BLOCK).into_iter().filter(|b| b.iter().all(|v| v.is_finite())) {
+            let (base, avx2) = (quantize_block(&b), unsafe { quantize_block_avx2(&b) });
+            assert_eq!(base.d.to_bits(), avx2.d.to_bits());
+            assert_eq!(base.qs, avx2.qs);
+            assert_eq!(base.bsums, avx2.bsums);
+        }
     }
 }
