@@ -13,6 +13,7 @@ pub mod sampling;
 mod settings;
 mod swiglu;
 pub mod synthetic;
+mod token_heads;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use candle_nn::kv_cache::KvCache;
 
 use super::qlinear::QLinear;
 use super::rope::{self, RopeScaling};
-use super::{attend, pool, swiglu};
+use super::{attend, pool, swiglu, token_heads};
 use crate::attention::causal_mask;
 
 /// The shape of a Llama model, from the GGUF metadata.
@@ -318,23 +318,28 @@ impl Llama {
         }
         .unsqueeze(0)?;
         let kv_dtype = self.kv_dtype;
+        // One new token on the CPU with an f32 attention: its heads are prepared in one pass
+        // each (`token_heads`) and the cache is read where it lies (`attend`).
+        let one_token_on_cpu = n == 1 && kv_dtype == DType::F32 && self.device.is_cpu() && hd % attend::LANES == 0;
         for layer in &mut self.layers {
             let h = layer.attn_norm.forward(&x)?;
-            let heads = |t: Tensor, count: usize| t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous();
             let [q, k, v] = QLinear::forward_shared([&layer.q, &layer.k, &layer.v], &h)?;
-            let (q, k, v) = (heads(q, n_head)?, heads(k, n_kv)?, heads(v, n_kv)?);
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             // The cache is f16 on every device, as llama.cpp's default cache: half the memory and
             // half the bytes read per token of f32. On a GPU the attention products are f16 too
             // (tensor-core matmuls); the softmax stays f32. The CPU computes in f32 on values
             // rounded to f16 where llama.cpp rounds them (its f16 cache, without flash
             // attention: q, k, v and the probabilities), so that greedy decoding follows it.
-            let q = attn_operand(kv_dtype, &q)?;
-            let (k, v) = (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?);
+            let (q, k, v) = if one_token_on_cpu {
+                token_heads::prepare((&q, &k, &v), (&cos, &sin), (n_head, n_kv, hd))?
+            } else {
+                let heads = |t: Tensor, count: usize| t.reshape((1, n, count, hd))?.transpose(1, 2)?.contiguous();
+                let (q, k, v) = (heads(q, n_head)?, heads(k, n_kv)?, heads(v, n_kv)?);
+                let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+                let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+                (attn_operand(kv_dtype, &q)?, k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?)
+            };
             let (k, v) = layer.cache.append(&k.contiguous()?, &v.contiguous()?)?;
-            let ctx = if n == 1 && kv_dtype == DType::F32 && self.device.is_cpu() && hd % attend::LANES == 0 {
-                // One new token on the CPU: the cache is read where it lies (`attend`).
+            let ctx = if one_token_on_cpu {
                 q.apply_op3_no_bwd(&k, &v, &attend::CachedAttention { f16_probs: true })?
             } else {
                 // Grouped-query attention: each kv head serves n_head / n_kv query heads. Folding
