@@ -396,6 +396,30 @@ fn per_block<T: Send>(x: &[f32], block: usize, f: impl Fn(&[f32]) -> T + Sync + 
     }
 }
 
+/// Defines `pub fn quantize(x: &[f32]) -> Vec<$block>`: [`per_block`] of the
+/// `#[inline(always)]` function `$f`, with `$f` compiled for AVX2 where the CPU has it. The
+/// activations' quantizations are plain loops that the compiler vectorises, on baseline
+/// x86-64 (SSE2) four lanes wide; with AVX2 a token's Q8_K quantization takes a little over
+/// half the time. (A generic wrapper does not do: the call through `Fn` is not inlined into it.)
+macro_rules! quantize_vectorised {
+    ($(#[$doc:meta])* $f:ident -> $block:ty) => {
+        $(#[$doc])*
+        pub fn quantize(x: &[f32]) -> Vec<$block> {
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2_fma_f16c() {
+                #[target_feature(enable = "avx2")]
+                unsafe fn with_avx2(b: &[f32]) -> $block {
+                    $f(b)
+                }
+                // SAFETY: the CPU has AVX2.
+                return super::per_block(x, BLOCK, |b| unsafe { with_avx2(b) });
+            }
+            super::per_block(x, BLOCK, $f)
+        }
+    };
+}
+use quantize_vectorised;
+
 /// Whether the repacked layouts' AVX2 kernels can run.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn has_avx2_fma_f16c() -> bool {

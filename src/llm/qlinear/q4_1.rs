@@ -17,24 +17,13 @@ pub struct Q8 {
     pub qs: [i8; BLOCK],
 }
 
-/// Quantizes as llama.cpp's x86 `quantize_row_q8_1` does, so that products agree with its
-/// own up to the order of float sums: the multiplier is 127 / max, values round half to even,
-/// and `d` and `s` are stored as f16 (ggml's block keeps them so), here already widened back.
-pub fn quantize(x: &[f32]) -> Vec<Q8> {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: the CPU has AVX2.
-        return super::per_block(x, BLOCK, |b| unsafe { quantize_block_avx2(b) });
-    }
-    super::per_block(x, BLOCK, quantize_block)
-}
-
-/// [`quantize_block`] compiled for AVX2 (see [`super::q4_k`]'s).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_block_avx2(b: &[f32]) -> Q8 {
-    quantize_block(b)
-}
+super::quantize_vectorised!(
+    /// Quantizes as llama.cpp's x86 `quantize_row_q8_1` does, so that products agree with its
+    /// own up to the order of float sums: the multiplier is 127 / max, values round half to
+    /// even, and `d` and `s` are stored as f16 (ggml's block keeps them so), here already
+    /// widened back.
+    quantize_block -> Q8
+);
 
 #[inline(always)]
 fn quantize_block(b: &[f32]) -> Q8 {
@@ -87,19 +76,18 @@ pub fn matmul_t(bytes: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    #[cfg(target_arch = "x86_64")]
+    /// Every block as the baseline code quantizes it, on whatever the dispatch picks here.
     #[test]
-    fn the_avx2_quantization_gives_the_baselines_bytes() {
+    fn the_dispatched_quantization_gives_the_baselines_bytes() {
         use super::*;
-        if !super::super::has_avx2_fma_f16c() {
-            eprintln!("no AVX2 on this CPU: only the baseline quantization runs here");
-            return;
-        }
         for b in
             super::super::q4_k::tests::awkward_blocks(BLOCK).into_iter().filter(|b| b.iter().all(|v| v.is_finite()))
         {
-            let (base, avx2) = (quantize_block(&b), unsafe { quantize_block_avx2(&b) });
-            assert_eq!((base.d.to_bits(), base.s.to_bits(), base.qs), (avx2.d.to_bits(), avx2.s.to_bits(), avx2.qs));
+            let (base, picked) = (quantize_block(&b), quantize(&b).remove(0));
+            assert_eq!(
+                (base.d.to_bits(), base.s.to_bits(), base.qs),
+                (picked.d.to_bits(), picked.s.to_bits(), picked.qs)
+            );
         }
     }
 }

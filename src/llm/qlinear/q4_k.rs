@@ -20,24 +20,11 @@ pub struct Q8K {
     pub bsums: [i16; BLOCK / 16],
 }
 
-/// Quantizes like ggml's `quantize_row_q8_K` (the value of largest magnitude maps to -127,
-/// values round half to even), so results agree with llama.cpp's K-quant products.
-pub fn quantize(x: &[f32]) -> Vec<Q8K> {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma_f16c() {
-        // SAFETY: the CPU has AVX2.
-        return super::per_block(x, BLOCK, |b| unsafe { quantize_block_avx2(b) });
-    }
-    super::per_block(x, BLOCK, quantize_block)
-}
-
-/// [`quantize_block`] compiled for AVX2: the same operations on twice the lanes, a third of
-/// the time of the baseline's SSE2 code for one token's activations.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_block_avx2(b: &[f32]) -> Q8K {
-    quantize_block(b)
-}
+super::quantize_vectorised!(
+    /// Quantizes like ggml's `quantize_row_q8_K` (the value of largest magnitude maps to -127,
+    /// values round half to even), so results agree with llama.cpp's K-quant products.
+    quantize_block -> Q8K
+);
 
 #[inline(always)]
 fn quantize_block(b: &[f32]) -> Q8K {
@@ -215,18 +202,14 @@ pub(super) mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
+    /// Every block as the baseline code quantizes it, on whatever the dispatch picks here.
     #[test]
-    fn the_avx2_quantization_gives_the_baselines_bytes() {
-        if !super::super::has_avx2_fma_f16c() {
-            eprintln!("no AVX2 on this CPU: only the baseline quantization runs here");
-            return;
-        }
+    fn the_dispatched_quantization_gives_the_baselines_bytes() {
         for b in awkward_blocks(BLOCK).into_iter().filter(|b| b.iter().all(|v| v.is_finite())) {
-            let (base, avx2) = (quantize_block(&b), unsafe { quantize_block_avx2(&b) });
-            assert_eq!(base.d.to_bits(), avx2.d.to_bits());
-            assert_eq!(base.qs, avx2.qs);
-            assert_eq!(base.bsums, avx2.bsums);
+            let (base, picked) = (quantize_block(&b), quantize(&b).remove(0));
+            assert_eq!(base.d.to_bits(), picked.d.to_bits());
+            assert_eq!(base.qs, picked.qs);
+            assert_eq!(base.bsums, picked.bsums);
         }
     }
 }
