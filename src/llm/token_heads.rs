@@ -4,8 +4,8 @@
 //! Candle takes a head reshape, a RoPE, and one or two conversions per tensor, each a pass
 //! that allocates, and converts to and from f16 one value at a time: on the 3B at two threads
 //! that was about 0.7 ms of a 65 ms token, on one thread while the other waited for the next
-//! matrix product. Here each tensor is one op, with the conversions eight values at a time
-//! where the CPU has F16C.
+//! matrix product. Here each tensor is one op, with `half`'s slice conversions, which use the
+//! CPU's f16 instructions (F16C, eight values at a time; aarch64's FP16).
 //!
 //! The arithmetic is Candle's `rope_i` (pairs of neighbours, `x0·cos - x1·sin` and
 //! `x0·sin + x1·cos`, unfused) and the round to nearest even of its f16 conversion, so the
@@ -13,6 +13,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::cpu_kernels::contiguous_f32;
 
@@ -73,11 +74,11 @@ impl CustomOp3 for Rope {
         }
         let shape = Shape::from((1, self.heads, 1, self.head_dim));
         let mut rounded = vec![f16::ZERO; roped.len()];
-        to_f16(&roped, &mut rounded);
+        rounded.convert_from_f32_slice(&roped);
         if self.out == DType::F16 {
             return Ok((CpuStorage::F16(rounded), shape));
         }
-        to_f32(&rounded, &mut roped);
+        rounded.convert_to_f32_slice(&mut roped);
         Ok((CpuStorage::F32(roped), shape))
     }
 }
@@ -104,7 +105,7 @@ impl CustomOp1 for ToF16 {
             );
         }
         let mut out = vec![f16::ZERO; x.len()];
-        to_f16(x, &mut out);
+        out.convert_from_f32_slice(x);
         Ok((CpuStorage::F16(out), Shape::from((1, self.heads, 1, self.head_dim))))
     }
 }
@@ -115,66 +116,6 @@ fn rope(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
         out[0] = x[0] * c - x[1] * s;
         out[1] = x[0] * s + x[1] * c;
     }
-}
-
-/// `out[i] = x[i]` rounded to the nearest f16, ties to even.
-fn to_f16(x: &[f32], out: &mut [f16]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("f16c") && is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has F16C and AVX.
-        return unsafe { to_f16_f16c(x, out) };
-    }
-    to_f16_portable(x, out);
-}
-
-fn to_f16_portable(x: &[f32], out: &mut [f16]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f16::from_f32(v);
-    }
-}
-
-/// `out[i] = x[i]` widened to f32 (exact).
-fn to_f32(x: &[f16], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("f16c") && is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has F16C and AVX.
-        return unsafe { to_f32_f16c(x, out) };
-    }
-    to_f32_portable(x, out);
-}
-
-fn to_f32_portable(x: &[f16], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v.to_f32();
-    }
-}
-
-/// [`to_f16`] eight values at a time (`vcvtps2ph`, rounding to nearest even as `half` does).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn to_f16_f16c(x: &[f32], out: &mut [f16]) {
-    use std::arch::x86_64::*;
-    let n = x.len().min(out.len());
-    let whole = n / 8 * 8;
-    for i in (0..whole).step_by(8) {
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
-        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
-    }
-    to_f16_portable(&x[whole..n], &mut out[whole..n]);
-}
-
-/// [`to_f32`] eight values at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn to_f32_f16c(x: &[f16], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let n = x.len().min(out.len());
-    let whole = n / 8 * 8;
-    for i in (0..whole).step_by(8) {
-        let f = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), f);
-    }
-    to_f32_portable(&x[whole..n], &mut out[whole..n]);
 }
 
 #[cfg(test)]
@@ -225,13 +166,12 @@ mod tests {
             let (got_q, got_k, got_v) = prepare((&q, &k, &v), (&cos, &sin), (n_head, n_kv, hd)).unwrap();
             let heads =
                 |t: &Tensor, n: usize| t.reshape((1, 1, n, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-            let want_q = candle_nn::rotary_emb::rope_i(&heads(&q, n_head), &cos, &sin).unwrap();
-            let want_q = want_q.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+            let roped = candle_nn::rotary_emb::rope_i(&heads(&q, n_head), &cos, &sin).unwrap();
+            let want_q = roped.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
             let want_k =
                 candle_nn::rotary_emb::rope_i(&heads(&k, n_kv), &cos, &sin).unwrap().to_dtype(DType::F16).unwrap();
             let want_v = heads(&v, n_kv).to_dtype(DType::F16).unwrap();
             // Before the rounding, which would hide most last-bit differences.
-            let roped = candle_nn::rotary_emb::rope_i(&heads(&q, n_head), &cos, &sin).unwrap();
             let (x, c, s) = (q.flatten_all().unwrap(), cos.flatten_all().unwrap(), sin.flatten_all().unwrap());
             let (x, c, s) = (x.to_vec1::<f32>().unwrap(), c.to_vec1::<f32>().unwrap(), s.to_vec1::<f32>().unwrap());
             let mut ours = vec![0.0f32; x.len()];
@@ -247,24 +187,19 @@ mod tests {
         }
     }
 
-    /// The F16C conversions give the portable ones' bits, tails included.
+    /// `half`'s slice conversions (the CPU's f16 instructions where it has them) give the
+    /// one-value conversions' bits, which Candle's `to_dtype` uses, tails included.
     #[test]
-    fn conversions_agree_on_every_path() {
+    fn slice_conversions_give_the_one_value_bits() {
         let x = awkward(1003);
-        let (mut fast, mut portable) = (vec![f16::ZERO; x.len()], vec![f16::ZERO; x.len()]);
-        to_f16(&x, &mut fast);
-        to_f16_portable(&x, &mut portable);
-        assert_eq!(
-            fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-        let (mut wide, mut wide_portable) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
-        to_f32(&fast, &mut wide);
-        to_f32_portable(&fast, &mut wide_portable);
-        assert_eq!(
-            wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            wide_portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        let mut rounded = vec![f16::ZERO; x.len()];
+        rounded.convert_from_f32_slice(&x);
+        let one_by_one: Vec<u16> = x.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+        assert_eq!(rounded.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), one_by_one);
+        let mut wide = vec![0.0f32; x.len()];
+        rounded.convert_to_f32_slice(&mut wide);
+        let wide_one_by_one: Vec<u32> = rounded.iter().map(|v| v.to_f32().to_bits()).collect();
+        assert_eq!(wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), wide_one_by_one);
     }
 
     #[test]
