@@ -19,6 +19,7 @@ pub mod attention;
 pub mod cpu_kernels;
 pub mod device;
 pub mod durable;
+pub mod huge_pages;
 pub mod measure;
 pub mod retry;
 pub mod settings;

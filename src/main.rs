@@ -16,7 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
     init_logging(args.verbose);
-    no_huge_pages();
+    huge_pages_for_weights_only();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -26,19 +26,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// mimalloc asks the kernel for transparent huge pages on its arenas. Faulting a 2 MB page in
-/// means clearing it and, once another process has fragmented memory, compacting first: on
-/// the 2-core test machine that made loading the 3B 2.4x slower (3.5 s against 8.4-13 s in
-/// alternating runs of `wick bench llm`) and a spoken reply 0.4 s slower after another
-/// program ran, with no gain in prompt or generation speed to pay for it. So the process opts
-/// out, whatever the system's setting; the flag is the kernel's own, per process.
-fn no_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        // Only speed is at stake, and some kernels and emulators (qemu-user) refuse the call:
-        // note it for whoever looks (-vv) and go on.
-        tracing::debug!("transparent huge pages stay as the system has them: prctl refused ({e})");
-    }
+/// Transparent huge pages only where they pay: the LLM's weights, which every token streams
+/// whole, and not the rest (see `wick::huge_pages`).
+fn huge_pages_for_weights_only() {
+    let policy = wick::huge_pages::limit_to_advised();
+    tracing::debug!("transparent huge pages: {policy:?}");
 }
 
 fn init_logging(verbose: u8) {

@@ -4,6 +4,8 @@
 //! A repacked tensor holds `groups * 16` rows interleaved, then the rows past the last full
 //! group (`tail`) in GGUF blocks, multiplied by the type's ordinary kernel.
 
+use crate::huge_pages::HugePageBuffer;
+
 /// Rows per interleaved group: one 512-bit register of sixteen 32-bit lanes spans a group.
 pub const ROWS: usize = 16;
 
@@ -28,12 +30,19 @@ pub struct Sizes {
 impl Sizes {
     /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF blocks in `bytes`:
     /// `fill(src, dst, r)` writes row `r`'s GGUF block `src` into its group's block `dst`.
-    /// The caller keeps the remaining rows as they are.
-    pub fn repack(self, bytes: &[u8], k: usize, fill: impl Fn(&[u8], &mut [u8], usize)) -> Vec<u8> {
+    /// The caller keeps the remaining rows as they are. The result is on huge pages where the
+    /// kernel has them, since generation streams it whole for every token ([`HugePageBuffer`]);
+    /// `Err` where there is no memory for it.
+    pub fn repack(
+        self,
+        bytes: &[u8],
+        k: usize,
+        fill: impl Fn(&[u8], &mut [u8], usize),
+    ) -> std::io::Result<HugePageBuffer> {
         let blocks = k / self.block;
         let row_bytes = blocks * self.gguf;
         let groups = bytes.len() / row_bytes / ROWS;
-        let mut out = vec![0u8; groups * blocks * self.group];
+        let mut out = HugePageBuffer::zeroed(groups * blocks * self.group)?;
         for (g, group) in out.chunks_exact_mut(blocks * self.group).enumerate() {
             for (b, dst) in group.chunks_exact_mut(self.group).enumerate() {
                 for r in 0..ROWS {
@@ -42,7 +51,7 @@ impl Sizes {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Rows in weights `(repacked, tail)` of `k` values: groups of sixteen, then rows in

@@ -34,6 +34,7 @@ use candle_core::{Module, Result, Tensor};
 use rayon::prelude::*;
 
 use super::pool::Pool;
+use crate::huge_pages::HugePageBuffer;
 
 pub enum QLinear {
     /// Weight rows of `cols` values in GGUF blocks, multiplied in place.
@@ -46,7 +47,7 @@ pub enum QLinear {
     /// GGUF tensor; the rows past the last full group stay in GGUF blocks in `tail`.
     Grouped {
         kind: Repacked,
-        repacked: Vec<u8>,
+        repacked: HugePageBuffer,
         tail: Vec<u8>,
         rows: usize,
         cols: usize,
@@ -126,7 +127,12 @@ impl QLinear {
                 Repacked::Q6K => q6_k_x16::repack(&bytes[..split], cols),
                 Repacked::Q4_1 => q4_1_x16::repack(&bytes[..split], cols),
                 Repacked::Q8_0 => q8_0_x16::repack(&bytes[..split], cols),
-            };
+            }
+            .map_err(|e| {
+                candle_core::Error::Msg(format!(
+                    "no memory for a {kind:?} weight of {rows}x{cols} ({e}): the model needs more than is free"
+                ))
+            })?;
             let tail = bytes[split..].to_vec();
             Ok(QLinear::Grouped { kind, repacked, tail, rows, cols })
         } else if on_cpu && supported(weight.dtype()) && blocks_fit {
@@ -600,7 +606,7 @@ mod tests {
     fn check_repacked<X>(
         dtype: GgmlDType,
         group_bytes: usize,
-        repack: fn(&[u8], usize) -> Vec<u8>,
+        repack: fn(&[u8], usize) -> std::io::Result<HugePageBuffer>,
         quantize: fn(&[f32]) -> Vec<X>,
         kernels: &[(&str, grouped::GroupDots<X>)],
         row_dot: fn(&[u8], &[X]) -> f32,
@@ -612,7 +618,7 @@ mod tests {
         let bytes = q.data().unwrap();
         let row_bytes = k / dtype.block_size() * dtype.type_size();
         let per_group = k / dtype.block_size() * group_bytes;
-        let repacked = repack(&bytes, k);
+        let repacked = repack(&bytes, k).unwrap();
         assert_eq!(repacked.len(), 2 * per_group);
         let x: Vec<f32> = (0..21 * k).map(|i| ((i * 53 % 211) as f32 - 105.0) / 17.0).collect();
         let xq = quantize(&x);

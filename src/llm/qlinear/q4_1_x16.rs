@@ -17,6 +17,7 @@ use super::grouped;
 use super::grouped::Kernels;
 use super::grouped::{Sizes, ROWS};
 use super::q4_1::{self, BLOCK, Q8};
+use crate::huge_pages::HugePageBuffer;
 
 const D: usize = 0;
 const M: usize = 2 * ROWS;
@@ -27,7 +28,7 @@ const SIZES: Sizes = Sizes { block: BLOCK, gguf: q4_1::WEIGHT_BYTES, group: GROU
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_1 blocks; the caller
 /// keeps the remaining rows as they are.
-pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+pub fn repack(bytes: &[u8], k: usize) -> std::io::Result<HugePageBuffer> {
     SIZES.repack(bytes, k, |src, dst, r| {
         dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
         dst[M + 2 * r..M + 2 * r + 2].copy_from_slice(&src[2..4]);

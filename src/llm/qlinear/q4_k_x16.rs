@@ -38,6 +38,7 @@ use super::grouped;
 use super::grouped::Kernels;
 use super::grouped::{Sizes, ROWS};
 use super::q4_k::{self, BLOCK, Q8K};
+use crate::huge_pages::HugePageBuffer;
 
 const D: usize = 0;
 const DMIN: usize = 32;
@@ -66,7 +67,7 @@ fn nibble(qs: &[u8], v: usize) -> u8 {
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q4_K blocks; the caller
 /// keeps the remaining rows as they are.
-pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+pub fn repack(bytes: &[u8], k: usize) -> std::io::Result<HugePageBuffer> {
     SIZES.repack(bytes, k, |src, dst, r| {
         dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
         dst[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&src[2..4]);

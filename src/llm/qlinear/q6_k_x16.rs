@@ -21,6 +21,7 @@ use super::grouped;
 use super::grouped::Kernels;
 use super::grouped::{Sizes, ROWS};
 use super::q4_k::{BLOCK, Q8K};
+use crate::huge_pages::HugePageBuffer;
 
 /// Bytes of a GGUF Q6_K block.
 pub const WEIGHT_BYTES: usize = 210;
@@ -45,7 +46,7 @@ fn q6(w: &[u8], v: usize) -> u8 {
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q6_K blocks; the caller
 /// keeps the remaining rows as they are.
-pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+pub fn repack(bytes: &[u8], k: usize) -> std::io::Result<HugePageBuffer> {
     SIZES.repack(bytes, k, |src, dst, r| {
         dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[208..210]);
         for sg in 0..16 {

@@ -18,6 +18,7 @@ use super::grouped;
 use super::grouped::Kernels;
 use super::grouped::{Sizes, ROWS};
 use super::q4_1::{BLOCK, Q8};
+use crate::huge_pages::HugePageBuffer;
 
 /// Bytes of a GGUF Q8_0 block.
 pub const WEIGHT_BYTES: usize = 34;
@@ -29,7 +30,7 @@ const SIZES: Sizes = Sizes { block: BLOCK, gguf: WEIGHT_BYTES, group: GROUP_BYTE
 
 /// Repacks the first `rows / 16 * 16` rows of `k` values from GGUF Q8_0 blocks; the caller
 /// keeps the remaining rows as they are.
-pub fn repack(bytes: &[u8], k: usize) -> Vec<u8> {
+pub fn repack(bytes: &[u8], k: usize) -> std::io::Result<HugePageBuffer> {
     SIZES.repack(bytes, k, |src, dst, r| {
         dst[D + 2 * r..D + 2 * r + 2].copy_from_slice(&src[0..2]);
         for t in 0..8 {
