@@ -116,9 +116,14 @@ impl HugePageBuffer {
         // Map a huge page more than needed, then give back what lies before the first
         // boundary and after the bytes: not every kernel aligns anonymous mappings to huge
         // pages, and those that do, only mappings a whole number of them long.
-        let span = if mapped >= huge { mapped + huge } else { mapped };
+        // Below one huge page no boundary is worth aligning to, and no advice is given.
+        let wants_huge = mapped >= huge;
+        let align = if wants_huge { huge } else { page };
+        // The kernel's address is page-aligned, so at most `align - page` bytes precede the
+        // first boundary.
+        let span = mapped + align - page;
         let base = map_anonymous(span)?;
-        let start = (base.as_ptr() as usize).next_multiple_of(if mapped >= huge { huge } else { page });
+        let start = (base.as_ptr() as usize).next_multiple_of(align);
         let head = start - base.as_ptr() as usize;
         let tail = span - head - mapped;
         // SAFETY: both ranges lie in the mapping just made, on page boundaries, and nothing
@@ -132,7 +137,7 @@ impl HugePageBuffer {
             }
         }
         let ptr = NonNull::new(start as *mut u8).expect("inside a mapping");
-        if mapped >= huge {
+        if wants_huge {
             // SAFETY: the range is this buffer's own mapping. Advice only: where the kernel
             // has no huge pages it refuses, and small pages serve.
             if let Err(e) =
